@@ -1,0 +1,48 @@
+"""gravity_events: the only code Gravity services share about Kafka.
+
+Event models (:mod:`.models`), topic names (:mod:`.topics`), the codec (:mod:`.codec`), the
+RingCentral notification parser (:mod:`.ringcentral`), identifiers (:mod:`.ids`) and Kafka helpers
+(:mod:`.kafka`).
+"""
+
+from gravity_events import codec, ids, kafka, models, ringcentral, topics
+from gravity_events.codec import CodecError, decode, encode, encode_headers
+from gravity_events.models import (
+    ApiKeyActive,
+    ApiKeyRevoked,
+    AppDeleted,
+    AppUpserted,
+    DeliveryAttempt,
+    EncryptedSecret,
+    Event,
+    RcNotification,
+    SmsInbound,
+    SubscriptionActive,
+    SubscriptionRemoved,
+)
+from gravity_events.settings import KafkaSettings
+
+__all__ = [
+    "ApiKeyActive",
+    "ApiKeyRevoked",
+    "AppDeleted",
+    "AppUpserted",
+    "CodecError",
+    "DeliveryAttempt",
+    "EncryptedSecret",
+    "Event",
+    "KafkaSettings",
+    "RcNotification",
+    "SmsInbound",
+    "SubscriptionActive",
+    "SubscriptionRemoved",
+    "codec",
+    "decode",
+    "encode",
+    "encode_headers",
+    "ids",
+    "kafka",
+    "models",
+    "ringcentral",
+    "topics",
+]

@@ -1,0 +1,64 @@
+"""Topic names and their shapes. Every service names topics only through these constants.
+
+Data topics carry events; ``registry.*`` topics are compacted change streams keyed by entity id whose
+latest record per key is the entity's current state, replayed from the beginning by their readers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ALL_TOPICS",
+    "API_KEYS",
+    "APPS",
+    "DEAD_LETTER",
+    "DELIVERIES",
+    "RC_RAW",
+    "SMS_INBOUND",
+    "SUBSCRIPTIONS",
+    "TopicSpec",
+]
+
+RC_RAW = "gravity.rc.raw.v1"
+"""Verified RingCentral SMS notifications, as ingest accepted them; key = rcMessageId."""
+
+SMS_INBOUND = "gravity.sms.inbound.v1"
+"""Canonical ``sms_inbound`` events, one per stored message; key = tenantId (per-tenant order)."""
+
+SUBSCRIPTIONS = "gravity.registry.subscriptions.v1"
+"""Compacted: RingCentral subscription → tenant and verification-token hash; key = subscriptionId."""
+
+API_KEYS = "gravity.registry.api-keys.v1"
+"""Compacted: API key hashes and revocations; key = keyId."""
+
+APPS = "gravity.registry.apps.v1"
+"""Compacted: app webhook configuration; key = appId."""
+
+DELIVERIES = "gravity.deliveries.v1"
+"""Webhook delivery attempts; key = appId."""
+
+DEAD_LETTER = "gravity.dead-letter.v1"
+"""Records no consumer could decode, copied with their origin in headers."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How the bootstrap step creates a topic."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+_COMPACT = {"cleanup.policy": "compact"}
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(RC_RAW, 12),
+    TopicSpec(SMS_INBOUND, 12),
+    TopicSpec(SUBSCRIPTIONS, 1, _COMPACT),
+    TopicSpec(API_KEYS, 1, _COMPACT),
+    TopicSpec(APPS, 1, _COMPACT),
+    TopicSpec(DELIVERIES, 6),
+    TopicSpec(DEAD_LETTER, 1),
+)

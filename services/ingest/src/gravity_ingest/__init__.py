@@ -1,0 +1,1 @@
+"""Gravity ingest service."""
