@@ -1,0 +1,52 @@
+# Gravity SMS — developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+# uv is the one tool the workspace needs; installed with pip when the machine lacks it.
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+PYTEST_ARGS ?=
+
+.PHONY: help uv install run infra test test-fast lint format typecheck schemas bench up down
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+uv: ## Install uv if it is missing
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+
+install: uv ## Create .venv with every package of the workspace (locked versions)
+	@$(UV) sync --locked --all-packages --quiet
+
+run: install ## Start embedded Kafka + PostgreSQL (data in .data/) and all four services; Ctrl-C stops everything
+	@$(UV) run --no-sync gravity-dev run
+
+infra: install ## Start only the embedded broker and database, print their addresses
+	@$(UV) run --no-sync gravity-dev infra
+
+test: install ## Run the whole test suite against a real broker and database
+	@$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy --strict
+	@$(UV) run --no-sync ruff check .
+	@$(UV) run --no-sync ruff format --check .
+	@$(UV) run --no-sync mypy
+
+format: install ## Format and auto-fix
+	@$(UV) run --no-sync ruff format .
+	@$(UV) run --no-sync ruff check --fix .
+
+typecheck: install ## mypy --strict over every package
+	@$(UV) run --no-sync mypy
+
+schemas: install ## Regenerate the committed JSON Schemas from the event models
+	@$(UV) run --no-sync python -m gravity_events.schemas
+
+bench: install ## Run the benchmarks and write bench/results/latest.md
+	@$(UV) run --no-sync python -m bench
+
+up: ## docker compose: the production shape (Apache Kafka, PostgreSQL, four services, nginx)
+	docker compose up --build -d
+
+down: ## docker compose down
+	docker compose down

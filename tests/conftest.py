@@ -1,0 +1,85 @@
+"""Session infrastructure: a real Kafka-protocol broker and a real PostgreSQL, started once.
+
+Where they come from (gravity_devstack.infra.start_infra): addresses in the environment
+(KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL) → testcontainers where a Docker engine answers → the embedded
+Tansu broker (memory engine, for speed) and embedded PostgreSQL in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from gravity_events.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from gravity_devstack.infra import Infra
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """The broker and database every test of the session shares."""
+    from gravity_devstack.infra import start_infra  # the dev tools are imported only when needed
+
+    started = start_infra(data_dir=tmp_path_factory.mktemp("infra"), durable=False)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(infra: Infra) -> KafkaSettings:
+    """Broker settings with every Gravity topic already created."""
+    return KafkaSettings(
+        KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
+        KAFKA_ENABLE_IDEMPOTENCE=infra.kafka_enable_idempotence,
+        KAFKA_FETCH_MAX_WAIT_MS=10,
+    )
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+async def make_database(infra: Infra) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """A factory of fresh, empty databases on the session's server; all dropped at the end."""
+    created: list[str] = []
+
+    async def create() -> str:
+        name = "gravity_test_" + secrets.token_hex(6)
+        conn = await asyncpg.connect(infra.database_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        created.append(name)
+        return _with_database(infra.database_url, name)
+
+    yield create
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        for name in created:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(make_database: Callable[[], Awaitable[str]]) -> str:
+    """One fresh database for the session."""
+    return await make_database()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout's top folder."""
+    return Path(__file__).resolve().parents[1]
