@@ -1,0 +1,31 @@
+"""gravity_webhooks: Standard Webhooks signing and the one delivery client fanout and registry use."""
+
+from gravity_webhooks.client import RESPONSE_BODY_LIMIT, DeliveryClient, DeliveryResult
+from gravity_webhooks.signing import (
+    SignatureError,
+    new_signing_secret,
+    sign,
+    signature_header,
+    verify,
+)
+from gravity_webhooks.urls import (
+    BlockedAddressError,
+    WebhookUrlError,
+    is_public_address,
+    validate_webhook_url,
+)
+
+__all__ = [
+    "RESPONSE_BODY_LIMIT",
+    "BlockedAddressError",
+    "DeliveryClient",
+    "DeliveryResult",
+    "SignatureError",
+    "WebhookUrlError",
+    "is_public_address",
+    "new_signing_secret",
+    "sign",
+    "signature_header",
+    "validate_webhook_url",
+    "verify",
+]
