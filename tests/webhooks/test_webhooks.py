@@ -195,3 +195,17 @@ async def test_production_client_refuses_non_public_addresses_at_connect_time() 
         await client.aclose()
     assert calls == ["rebind.test", "rebind.test"]
     assert not result.ok and result.status is None and "non-public" in result.body
+
+
+def test_secret_box_round_trips_and_refuses_another_key() -> None:
+    from gravity_webhooks import DecryptionError, SecretBox
+
+    box = SecretBox("k" * 32)
+    secret = new_signing_secret()
+    first, second = box.encrypt(secret), box.encrypt(secret)
+    assert first != second and secret not in first
+    assert box.decrypt(first) == secret == SecretBox("k" * 32).decrypt(second)
+    with pytest.raises(DecryptionError):
+        SecretBox("j" * 32).decrypt(first)
+    with pytest.raises(ValueError, match="16"):
+        SecretBox("short")

@@ -1,6 +1,7 @@
 """gravity_webhooks: Standard Webhooks signing and the one delivery client fanout and registry use."""
 
 from gravity_webhooks.client import RESPONSE_BODY_LIMIT, DeliveryClient, DeliveryResult
+from gravity_webhooks.crypto import DecryptionError, SecretBox
 from gravity_webhooks.signing import (
     SignatureError,
     new_signing_secret,
@@ -18,8 +19,10 @@ from gravity_webhooks.urls import (
 __all__ = [
     "RESPONSE_BODY_LIMIT",
     "BlockedAddressError",
+    "DecryptionError",
     "DeliveryClient",
     "DeliveryResult",
+    "SecretBox",
     "SignatureError",
     "WebhookUrlError",
     "is_public_address",
