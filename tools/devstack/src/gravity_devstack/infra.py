@@ -1,0 +1,137 @@
+"""Where the broker and the database come from, in the project's order of precedence.
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` in the environment: used as they are;
+2. testcontainers (``apache/kafka``, ``postgres``) when a Docker engine answers;
+3. embedded: Tansu (memory engine, or S3 on SeaweedFS when ``durable``) and embedded PostgreSQL.
+
+Each of the two is decided on its own, so a developer may point at a real Kafka and still get an
+embedded database. Every Gravity topic is created before :func:`start_infra` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gravity_events.kafka import ensure_topics
+from gravity_events.settings import KafkaSettings
+
+__all__ = ["Infra", "docker_answers", "start_infra"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Infra:
+    """Addresses of a running broker and database, and how to stop what was started for them."""
+
+    kafka_bootstrap_servers: str
+    kafka_enable_idempotence: bool
+    database_url: str
+    kafka_source: str
+    database_source: str
+    _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def stop(self) -> None:
+        """Stop everything this process started, last started first."""
+        while self._stoppers:
+            stopper = self._stoppers.pop()
+            try:
+                stopper()
+            except Exception:
+                log.exception("stopping infrastructure failed")
+
+    def env(self) -> dict[str, str]:
+        """The variables a service needs to reach this infrastructure."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "KAFKA_ENABLE_IDEMPOTENCE": "true" if self.kafka_enable_idempotence else "false",
+            "DATABASE_URL": self.database_url,
+        }
+
+
+def docker_answers() -> bool:
+    """True when a Docker engine answers ``docker info`` within 3 seconds."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        done = subprocess.run(
+            ["docker", "info"],  # noqa: S607
+            capture_output=True,
+            timeout=3,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _truthy(value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def start_infra(*, data_dir: Path, durable: bool) -> Infra:
+    """Start (or find) a broker and a database; create the topics; return their addresses."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stoppers: list[Callable[[], None]] = []
+    try:
+        kafka, idempotence, kafka_source = _kafka(data_dir, durable, stoppers)
+        database_url, database_source = _database(data_dir, stoppers)
+        settings = KafkaSettings(KAFKA_BOOTSTRAP_SERVERS=kafka, KAFKA_ENABLE_IDEMPOTENCE=idempotence)
+        asyncio.run(ensure_topics(settings))
+    except BaseException:
+        for stopper in reversed(stoppers):
+            stopper()
+        raise
+    return Infra(kafka, idempotence, database_url, kafka_source, database_source, stoppers)
+
+
+def _kafka(data_dir: Path, durable: bool, stoppers: list[Callable[[], None]]) -> tuple[str, bool, str]:
+    if address := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return address, _truthy(os.environ.get("KAFKA_ENABLE_IDEMPOTENCE"), True), "environment"
+    if docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        container = KafkaContainer("apache/kafka:3.9.1").with_kraft()
+        container.start()
+        stoppers.append(container.stop)
+        return container.get_bootstrap_server(), True, "testcontainers (apache/kafka)"
+    from gravity_devstack.kafka import TansuBroker
+
+    s3_endpoint = None
+    if durable:
+        from gravity_devstack.seaweed import SeaweedS3
+
+        seaweed = SeaweedS3(data_dir / "seaweedfs")
+        stoppers.append(seaweed.stop)
+        s3_endpoint = seaweed.endpoint
+    broker = TansuBroker(log=data_dir / "tansu.log", s3_endpoint=s3_endpoint)
+    stoppers.append(broker.stop)
+    asyncio.run(broker.wait_ready())
+    engine = "S3 on SeaweedFS" if durable else "memory"
+    return broker.bootstrap_servers, False, f"embedded Tansu ({engine})"
+
+
+def _database(data_dir: Path, stoppers: list[Callable[[], None]]) -> tuple[str, str]:
+    if url := os.environ.get("DATABASE_URL"):
+        return url, "environment"
+    if docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer("postgres:17", driver=None)
+        container.start()
+        stoppers.append(container.stop)
+        return container.get_connection_url(), "testcontainers (postgres)"
+    from gravity_devstack.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(data_dir / "postgres")
+    stoppers.append(server.stop)
+    return server.url, "embedded PostgreSQL"
