@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 
 from gravity_events.kafka import ensure_topics
 from gravity_fanout.settings import Settings
@@ -24,7 +25,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         app.state.ready = False
 
-    app = FastAPI(title="Gravity fanout", lifespan=lifespan, default_response_class=ORJSONResponse)
+    app = FastAPI(title="Gravity fanout", lifespan=lifespan)
     app.state.ready = False
 
     @app.get("/healthz")
@@ -32,9 +33,11 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> ORJSONResponse:
-        if app.state.ready:
-            return ORJSONResponse({"status": "ok"})
-        return ORJSONResponse({"status": "unavailable", "checks": {"broker": "starting"}}, 503)
+    async def readyz() -> Response:
+        body: dict[str, object] = {"status": "ok"}
+        if not app.state.ready:
+            body = {"status": "unavailable", "checks": {"broker": "starting"}}
+        status = 200 if app.state.ready else 503
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
     return app

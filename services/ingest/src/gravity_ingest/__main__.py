@@ -1,2 +1,26 @@
+"""``gravity-ingest`` / ``python -m gravity_ingest``."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gravity_ingest.app import create_app
+from gravity_ingest.settings import Settings
+
+
 def main() -> None:
-    """Placeholder."""
+    """Read settings once and serve (uvloop + httptools)."""
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

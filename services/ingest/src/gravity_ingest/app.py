@@ -1,0 +1,58 @@
+"""The ingest app: the lifespan owns the producer and the subscription-stream reader."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from gravity_events import topics
+from gravity_events.kafka import ChangeStreamReader, ensure_topics, make_producer
+from gravity_ingest.errors import install_error_handlers
+from gravity_ingest.handlers import SubscriptionTable
+from gravity_ingest.routes import router
+from gravity_ingest.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the ingest app for ``settings``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(settings)
+        table = SubscriptionTable()
+        reader = ChangeStreamReader(
+            settings, topics=[topics.SUBSCRIPTIONS], apply=table.apply, client_id="gravity-ingest"
+        )
+        producer = make_producer(settings, client_id="gravity-ingest")
+        await producer.start()
+        await reader.start()
+        app.state.subscriptions, app.state.producer, app.state.reader = table, producer, reader
+        app.state.producer_started = True
+        task = asyncio.create_task(reader.run(), name="subscriptions-reader")
+        try:
+            yield
+        finally:
+            reader.stop()
+            await task
+            await reader.close()
+            await producer.stop()
+            app.state.producer_started = False
+
+    app = FastAPI(
+        title="Gravity ingest",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.reader = None
+    app.state.producer_started = False
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
