@@ -101,5 +101,6 @@ def decode(topic: str, value: bytes | None, headers: Headers = ()) -> Event:
     try:
         event: Event = adapter.validate_json(value)
     except ValidationError as exc:
-        raise CodecError(f"not a valid {topic} record: {exc.errors(include_url=False)}") from exc
+        errors = exc.errors(include_url=False, include_input=False)
+        raise CodecError(f"not a valid {topic} record: {errors}") from exc
     return event

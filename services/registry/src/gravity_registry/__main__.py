@@ -1,2 +1,25 @@
+"""``gravity-registry`` / ``python -m gravity_registry``."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gravity_registry.app import create_app
+from gravity_registry.settings import Settings
+
+
 def main() -> None:
-    """Placeholder."""
+    """Read settings once (refusing weak production configuration) and serve."""
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The registry's errors, mapped once to ``{"error": {"code", "message", "details"}}``.
+
+RegistryError
+├── Unauthorized       401 unauthorized
+├── NotFound           404 not_found
+├── Conflict           409 conflict
+└── ValidationFailed   422 validation_error
+(request-shape errors from FastAPI are mapped to 422 validation_error too; unknown routes to 404.)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = [
+    "Conflict",
+    "NotFound",
+    "RegistryError",
+    "Unauthorized",
+    "ValidationFailed",
+    "install_error_handlers",
+    "json_response",
+]
+
+log = logging.getLogger(__name__)
+
+
+class RegistryError(Exception):
+    """Base of every error the registry answers with."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Unauthorized(RegistryError):
+    """No bearer token, or not a valid one for this API."""
+
+    code, status = "unauthorized", 401
+
+
+class NotFound(RegistryError):
+    """No such resource for this tenant (another tenant's ids answer this too, never 403)."""
+
+    code, status = "not_found", 404
+
+
+class Conflict(RegistryError):
+    """The request conflicts with the resource's state."""
+
+    code, status = "conflict", 409
+
+
+class ValidationFailed(RegistryError):
+    """A field breaks a rule; ``details`` names it."""
+
+    code, status = "validation_error", 422
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """A JSON response serialised with orjson."""
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in the contract's shape; unexpected ones are logged and answered 500."""
+
+    @app.exception_handler(RegistryError)
+    async def _registry(request: Request, exc: RegistryError) -> Response:
+        return json_response(_body(exc.code, exc.message, exc.details), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        return json_response(_body("validation_error", "the request is not valid", details), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return json_response(_body(code, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return json_response(_body("internal_error", "an unexpected error occurred"), 500)

@@ -1,0 +1,343 @@
+"""What the registry does, as plain async functions over a pool and a producer.
+
+Every change that other services must learn goes through the outbox in the same transaction as the
+change itself; :class:`OutboxPublisher` appends it to the change stream and forgets it only after the
+broker acknowledged. The projection turns raw notifications into exactly one stored message per
+(tenant, rcMessageId) and publishes ``sms_inbound`` for each stored message not yet published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from gravity_events import topics
+from gravity_events.codec import encode, encode_headers
+from gravity_events.ids import (
+    TENANT_ID_RE,
+    format_timestamp,
+    message_id_for,
+    new_key_id,
+    new_tenant_id,
+    utcnow,
+)
+from gravity_events.kafka import Envelope
+from gravity_events.models import (
+    ApiKeyActive,
+    ApiKeyRevoked,
+    Event,
+    RcNotification,
+    SmsInbound,
+    SubscriptionActive,
+    SubscriptionRemoved,
+)
+from gravity_events.ringcentral import NotificationError, extract_inbound_sms
+from gravity_registry import db
+from gravity_registry.errors import NotFound, Unauthorized
+
+__all__ = [
+    "Caller",
+    "OutboxPublisher",
+    "authenticate",
+    "create_api_key",
+    "create_tenant",
+    "message_json",
+    "project_batch",
+    "revoke_api_key",
+    "sha256_hex",
+]
+
+log = logging.getLogger(__name__)
+
+API_KEY_PREFIX = "gsk_"
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def sha256_hex(secret: str) -> str:
+    """Hex SHA-256: how API keys and verification tokens are stored and published."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def message_json(row: Any) -> dict[str, Any]:
+    """The contract's message object for a stored row."""
+    return {
+        "messageId": row["message_id"],
+        "direction": row["direction"],
+        "from": row["from_number"],
+        "to": row["to_number"],
+        "body": row["body"],
+        "status": row["status"],
+        "rcMessageId": row["rc_message_id"],
+        "tenantId": row["tenant_id"],
+        "timestamp": format_timestamp(row["timestamp"]),
+        "receivedAt": format_timestamp(row["received_at"]),
+    }
+
+
+async def _enqueue(conn: asyncpg.Connection, topic: str, key: str, event: Event) -> None:
+    await db.enqueue_outbox(conn, topic=topic, key=key, value=encode(event), headers=encode_headers(event))
+
+
+# -- tenants and API keys ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a tenant API call is made by."""
+
+    tenant_id: str
+    key_id: str
+
+
+async def _new_key(conn: asyncpg.Connection, tenant_id: str, name: str) -> dict[str, Any]:
+    key_id, secret, now = new_key_id(), API_KEY_PREFIX + secrets.token_urlsafe(32), utcnow()
+    digest = sha256_hex(secret)
+    await db.create_api_key(
+        conn, key_id=key_id, tenant_id=tenant_id, name=name, key_sha256=digest, created_at=now
+    )
+    await _enqueue(
+        conn, topics.API_KEYS, key_id, ApiKeyActive(key_id=key_id, tenant_id=tenant_id, key_sha256=digest)
+    )
+    return {"keyId": key_id, "name": name, "apiKey": secret, "createdAt": format_timestamp(now)}
+
+
+async def create_tenant(pool: asyncpg.Pool, *, name: str) -> dict[str, Any]:
+    """A tenant and its first API key (shown once)."""
+    tenant_id, now = new_tenant_id(), utcnow()
+    async with pool.acquire() as conn, conn.transaction():
+        await db.create_tenant(conn, tenant_id=tenant_id, name=name, created_at=now)
+        key = await _new_key(conn, tenant_id, "default")
+    return {"tenantId": tenant_id, "name": name, "apiKey": key["apiKey"], "createdAt": format_timestamp(now)}
+
+
+async def create_api_key(pool: asyncpg.Pool, *, tenant_id: str, name: str) -> dict[str, Any]:
+    """Another key for the tenant (shown once)."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await _new_key(conn, tenant_id, name)
+
+
+async def revoke_api_key(pool: asyncpg.Pool, *, tenant_id: str, key_id: str) -> None:
+    """Delete the key and tell every service (realtime closes its sockets)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await db.delete_api_key(conn, tenant_id=tenant_id, key_id=key_id):
+            raise NotFound("no such API key")
+        await _enqueue(conn, topics.API_KEYS, key_id, ApiKeyRevoked(key_id=key_id, tenant_id=tenant_id))
+
+
+async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> Caller:
+    """The tenant behind ``Authorization: Bearer <apiKey>``, or :class:`Unauthorized`.
+
+    Keys are looked up by their SHA-256 (the index compares digests, not secrets). ``lastUsedAt`` is
+    written at most once a minute per key, not on every request.
+    """
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.startswith(API_KEY_PREFIX):
+        raise Unauthorized("a valid API key is required: Authorization: Bearer <apiKey>")
+    async with pool.acquire() as conn:
+        row = await db.find_api_key(conn, key_sha256=sha256_hex(token.strip()))
+        if row is None:
+            raise Unauthorized("the API key is not valid")
+        now = utcnow()
+        if row["last_used_at"] is None or now - row["last_used_at"] > _TOUCH_EVERY:
+            await db.touch_api_key(conn, key_id=row["key_id"], now=now)
+    return Caller(tenant_id=row["tenant_id"], key_id=row["key_id"])
+
+
+# -- subscriptions (development helper until the RingCentral connect flow) ---------------------------
+
+
+async def put_subscription(pool: asyncpg.Pool, *, tenant_id: str, subscription_id: str, token: str) -> None:
+    """Record a subscription and publish its token hash for ingest."""
+    digest = sha256_hex(token)
+    async with pool.acquire() as conn, conn.transaction():
+        if await db.get_tenant(conn, tenant_id=tenant_id) is None:
+            raise NotFound("no such tenant")
+        await db.upsert_subscription(
+            conn,
+            subscription_id=subscription_id,
+            tenant_id=tenant_id,
+            token_sha256=digest,
+            created_at=utcnow(),
+        )
+        event = SubscriptionActive(
+            subscription_id=subscription_id, tenant_id=tenant_id, verification_token_sha256=digest
+        )
+        await _enqueue(conn, topics.SUBSCRIPTIONS, subscription_id, event)
+
+
+async def remove_subscription(pool: asyncpg.Pool, *, subscription_id: str) -> None:
+    """Forget a subscription; ingest refuses its notifications from then on."""
+    async with pool.acquire() as conn, conn.transaction():
+        tenant_id = await db.delete_subscription(conn, subscription_id=subscription_id)
+        if tenant_id is None:
+            raise NotFound("no such subscription")
+        event = SubscriptionRemoved(subscription_id=subscription_id, tenant_id=tenant_id)
+        await _enqueue(conn, topics.SUBSCRIPTIONS, subscription_id, event)
+
+
+# -- the outbox ------------------------------------------------------------------------------------
+
+
+class OutboxPublisher:
+    """Appends queued change records to their topics, oldest first, then deletes them.
+
+    One publisher at a time across registry copies (a transaction-scoped advisory lock), so records of
+    one key keep their order. ``wake()`` after a commit makes propagation immediate; a periodic sweep
+    covers other copies' commits and earlier failures.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, sweep_seconds: float) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._sweep = sweep_seconds
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Something was committed: publish it now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the round in hand and return."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish until stopped."""
+        while not self._stopping:
+            try:
+                while await self.publish_pending():
+                    pass
+            except Exception:
+                log.exception("outbox publishing failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._sweep)
+            self._wake.clear()
+
+    async def publish_pending(self, limit: int = 500) -> int:
+        """One round: publish up to ``limit`` records; return how many."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", db.OUTBOX_LOCK):
+                return 0
+            rows = await db.pending_outbox(conn, limit=limit)
+            if not rows:
+                return 0
+            futures = [
+                await self._producer.send(
+                    r["topic"],
+                    bytes(r["value"]),
+                    key=r["key"].encode(),
+                    headers=[(k, v.encode()) for k, v in orjson.loads(r["headers"])],
+                )
+                for r in rows
+            ]
+            await asyncio.gather(*futures)
+            await db.delete_outbox(conn, ids=[r["id"] for r in rows])
+            return len(rows)
+
+
+# -- the projection ----------------------------------------------------------------------------------
+
+
+def _clean(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; keep everything else exactly."""
+    return text.replace("\x00", "\ufffd")
+
+
+async def _dead_letter(producer: AIOKafkaProducer, envelope: Envelope, reason: str) -> None:
+    log.error(
+        "dead-lettering %s partition=%s offset=%s: %s",
+        envelope.topic,
+        envelope.partition,
+        envelope.offset,
+        reason,
+    )
+    headers = [
+        *encode_headers(envelope.event),
+        ("dlq-origin-topic", envelope.topic.encode()),
+        ("dlq-origin-partition", str(envelope.partition).encode()),
+        ("dlq-origin-offset", str(envelope.offset).encode()),
+        ("dlq-error", reason[:1000].encode()),
+    ]
+    key = envelope.key.encode() if envelope.key is not None else None
+    await producer.send_and_wait(topics.DEAD_LETTER, encode(envelope.event), key=key, headers=headers)
+
+
+async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+    """Store each raw notification once and publish ``sms_inbound`` for what is not yet published.
+
+    1. insert the batch (ON CONFLICT DO NOTHING on (tenant, rcMessageId)); 2. read back which of the
+    batch's messages are unpublished (new ones, and ones a crash left unpublished); 3. publish them and
+    wait for every acknowledgement; 4. mark them published. The consumer commits offsets only after
+    this returns. A crash anywhere repeats at most step 3 for some messages: never a second row.
+    """
+    rows: dict[tuple[str, str], db.MessageRow] = {}
+    for envelope in batch:
+        event = envelope.event
+        if not isinstance(event, RcNotification):
+            continue
+        try:
+            if not TENANT_ID_RE.match(event.tenant_id):
+                raise NotificationError(f"tenant id {event.tenant_id!r} is not valid")
+            body = event.notification.get("body")
+            if not isinstance(body, dict):
+                raise NotificationError("notification has no body object")
+            sms = extract_inbound_sms(body)
+        except NotificationError as exc:
+            await _dead_letter(producer, envelope, str(exc))
+            continue
+        key = (event.tenant_id, sms.rc_message_id)
+        rows.setdefault(
+            key,
+            db.MessageRow(
+                tenant_id=event.tenant_id,
+                rc_message_id=sms.rc_message_id,
+                message_id=message_id_for(event.tenant_id, sms.rc_message_id),
+                from_number=_clean(sms.from_number),
+                to_number=_clean(sms.to_number),
+                body=_clean(sms.text),
+                timestamp=sms.creation_time,
+                received_at=event.received_at,
+                conversation_id=sms.conversation_id,
+            ),
+        )
+    if not rows:
+        return
+    keys = list(rows)
+    async with pool.acquire() as conn:
+        await db.insert_messages(conn, rows=list(rows.values()))
+        pending = await db.unpublished_messages(conn, keys=keys)
+        futures = []
+        for row in pending:
+            event = SmsInbound(
+                message_id=row["message_id"],
+                from_=row["from_number"],
+                to=row["to_number"],
+                body=row["body"],
+                rc_message_id=row["rc_message_id"],
+                tenant_id=row["tenant_id"],
+                timestamp=row["timestamp"],
+            )
+            headers = [
+                *encode_headers(event),
+                ("gravity-received-at", format_timestamp(row["received_at"]).encode()),
+            ]
+            futures.append(
+                await producer.send(
+                    topics.SMS_INBOUND, encode(event), key=row["tenant_id"].encode(), headers=headers
+                )
+            )
+        await asyncio.gather(*futures)
+        if pending:
+            await db.mark_published(conn, keys=[(r["tenant_id"], r["rc_message_id"]) for r in pending])

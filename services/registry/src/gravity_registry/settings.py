@@ -1,0 +1,48 @@
+"""Registry settings, read once from the environment at the entry point."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from gravity_events.settings import KafkaSettings
+
+__all__ = ["Settings"]
+
+DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - the documented development default
+
+
+class Settings(KafkaSettings):
+    """``GRAVITY_REGISTRY_*``, the shared secrets, and the broker variables.
+
+    Production refuses to start without an admin token and a secret key, and refuses the
+    development admin token.
+    """
+
+    env: Literal["development", "production"] = Field("development", validation_alias="GRAVITY_ENV")
+    log_level: str = Field("info", validation_alias="GRAVITY_LOG_LEVEL")
+    host: str = Field("127.0.0.1", validation_alias="GRAVITY_REGISTRY_HOST")
+    port: int = Field(8000, validation_alias="GRAVITY_REGISTRY_PORT")
+    database_url: SecretStr = Field(SecretStr(""), validation_alias="DATABASE_URL")
+    admin_token: SecretStr | None = Field(None, validation_alias="GRAVITY_ADMIN_TOKEN")
+    secret_key: SecretStr | None = Field(None, validation_alias="GRAVITY_SECRET_KEY")
+    public_url: str = Field("http://127.0.0.1:8001", validation_alias="GRAVITY_PUBLIC_URL")
+    consumer_group: str = Field(
+        "gravity-registry-projector", validation_alias="GRAVITY_REGISTRY_CONSUMER_GROUP"
+    )
+    outbox_sweep_seconds: float = Field(1.0, validation_alias="GRAVITY_REGISTRY_OUTBOX_SWEEP_SECONDS")
+
+    @model_validator(mode="after")
+    def _refuse_weak_production_config(self) -> Self:
+        if not self.database_url.get_secret_value():
+            raise ValueError("DATABASE_URL is required")
+        if self.env == "production":
+            token = self.admin_token.get_secret_value() if self.admin_token else ""
+            if len(token) < 24 or token == DEV_ADMIN_TOKEN:
+                raise ValueError("production needs GRAVITY_ADMIN_TOKEN (24+ characters, not the dev one)")
+            if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
+                raise ValueError("production needs GRAVITY_SECRET_KEY (32+ characters)")
+        elif self.admin_token is None:
+            self.admin_token = SecretStr(DEV_ADMIN_TOKEN)
+        return self
