@@ -349,7 +349,7 @@ class ChangeStreamReader:
                     try:
                         envelope = _decode_record(record)
                     except CodecError as exc:
-                        log.error(  # noqa: TRY400 - the traceback says nothing the message does not
+                        log.error(
                             "skipping undecodable change record topic=%s partition=%s offset=%s: %s",
                             record.topic,
                             record.partition,

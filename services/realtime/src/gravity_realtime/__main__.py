@@ -1,2 +1,31 @@
+"""``gravity-realtime`` / ``python -m gravity_realtime``."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gravity_realtime.app import create_app
+from gravity_realtime.settings import Settings
+
+
 def main() -> None:
-    """Placeholder."""
+    """Read settings once and serve WebSockets without compression (14 KiB vs 64 KiB a socket)."""
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets",
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.ping_interval_seconds,
+        ws_ping_timeout=settings.ping_timeout_seconds,
+        ws_max_queue=32,
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Realtime's state from the topics: API keys (hashes only) and the live ``sms_inbound`` stream."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+
+from gravity_events.kafka import Envelope
+from gravity_events.models import ApiKeyActive, ApiKeyRevoked, SmsInbound
+from gravity_realtime.hub import Hub
+
+__all__ = ["KeyTable", "LiveRouter", "RecentIds"]
+
+log = logging.getLogger(__name__)
+
+
+class KeyTable:
+    """API-key SHA-256 → (keyId, tenantId), from the registry's change stream."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._by_hash: dict[str, tuple[str, str]] = {}
+        self._hash_of: dict[str, str] = {}
+        self._hub = hub
+
+    def apply(self, envelope: Envelope) -> None:
+        """Apply one change; a revocation also closes the key's open sockets."""
+        event = envelope.event
+        if isinstance(event, ApiKeyActive):
+            self._by_hash[event.key_sha256] = (event.key_id, event.tenant_id)
+            self._hash_of[event.key_id] = event.key_sha256
+        elif isinstance(event, ApiKeyRevoked):
+            digest = self._hash_of.pop(event.key_id, None)
+            if digest is not None:
+                self._by_hash.pop(digest, None)
+            self._hub.close_key(event.key_id)
+
+    def lookup(self, api_key: str | None) -> tuple[str, str] | None:
+        """(keyId, tenantId) of a presented key, or None. Dict lookup by digest, not by secret."""
+        if not api_key:
+            return None
+        return self._by_hash.get(hashlib.sha256(api_key.encode()).hexdigest())
+
+
+class RecentIds:
+    """A bounded set of recently broadcast messageIds (the topic is at-least-once)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def first_time(self, message_id: str) -> bool:
+        """True the first time ``message_id`` is seen (within the window)."""
+        if message_id in self._ids:
+            return False
+        self._ids[message_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return True
+
+
+class LiveRouter:
+    """Routes each ``sms_inbound`` record's exact bytes to the tenant's clients, once."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._recent = RecentIds()
+
+    def route(self, event: SmsInbound, value: bytes) -> None:
+        """Broadcast ``value`` (the record as published) unless it was already broadcast."""
+        if self._recent.first_time(event.message_id):
+            self._hub.broadcast(event.tenant_id, event.message_id, value)

@@ -1,0 +1,123 @@
+"""Open connections, grouped by tenant and by API key; bounded per-client queues.
+
+A broadcast puts the same bytes into every queue of the tenant (encoded once, no task per frame); one
+writer task per connection drains its queue. A client whose queue is full is disconnected (1008) rather
+than allowed to grow the server's memory. While a connection replays history (``since``), live frames
+are held in its queue behind the history and de-duplicated by messageId at the seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+from starlette.websockets import WebSocket, WebSocketState
+
+__all__ = ["Client", "Hub"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_BUFFER_FULL = 1008
+CLOSE_REVOKED = 4401
+CLOSE_RESTART = 1012
+
+
+class Client:
+    """One socket: its tenant, its key, its outbound queue."""
+
+    def __init__(self, ws: WebSocket, *, tenant_id: str, key_id: str, max_queued: int) -> None:
+        self.ws = ws
+        self.tenant_id = tenant_id
+        self.key_id = key_id
+        self.queue: asyncio.Queue[tuple[str | None, bytes] | None] = asyncio.Queue(max_queued)
+        self.sent_ids: set[str] | None = None  # during a resume: ids already sent from history
+        self.close_code: int | None = None
+        self.closed = asyncio.Event()
+
+    def offer(self, message_id: str | None, frame: bytes) -> None:
+        """Queue a frame, or mark the client for disconnection when its queue is full."""
+        if self.close_code is not None:
+            return
+        try:
+            self.queue.put_nowait((message_id, frame))
+        except asyncio.QueueFull:
+            log.info("client of %s does not read: disconnecting", self.tenant_id)
+            self.close(CLOSE_BUFFER_FULL)
+
+    def close(self, code: int) -> None:
+        """Ask the writer to close the socket with ``code``."""
+        if self.close_code is None:
+            self.close_code = code
+            # wake the writer even if the queue is full
+            while True:
+                try:
+                    self.queue.put_nowait(None)
+                    break
+                except asyncio.QueueFull:
+                    self.queue.get_nowait()
+
+    async def write_loop(self) -> None:
+        """Send queued frames in order until closed; skip live duplicates of history."""
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is None:
+                    break
+                message_id, frame = item
+                if message_id is not None and self.sent_ids is not None:
+                    if message_id in self.sent_ids:
+                        continue
+                    self.sent_ids.add(message_id)
+                await self.ws.send_text(frame.decode())
+        except Exception:  # the peer went away: nothing to deliver to any more
+            log.debug("socket write failed", exc_info=True)
+        finally:
+            if self.ws.application_state != WebSocketState.DISCONNECTED:
+                with contextlib.suppress(Exception):
+                    await self.ws.close(self.close_code or 1000)
+            self.closed.set()
+
+
+class Hub:
+    """Every open client of this process, by tenant and by API key."""
+
+    def __init__(self) -> None:
+        self._by_tenant: dict[str, set[Client]] = defaultdict(set)
+        self._by_key: dict[str, set[Client]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self._by_tenant.values())
+
+    def add(self, client: Client) -> None:
+        """Start delivering the tenant's frames to ``client``."""
+        self._by_tenant[client.tenant_id].add(client)
+        self._by_key[client.key_id].add(client)
+
+    def remove(self, client: Client) -> None:
+        """Stop delivering to ``client``."""
+        self._by_tenant[client.tenant_id].discard(client)
+        if not self._by_tenant[client.tenant_id]:
+            del self._by_tenant[client.tenant_id]
+        self._by_key[client.key_id].discard(client)
+        if not self._by_key[client.key_id]:
+            del self._by_key[client.key_id]
+
+    def broadcast(self, tenant_id: str, message_id: str, frame: bytes) -> int:
+        """Offer ``frame`` to every client of the tenant; return how many."""
+        clients = self._by_tenant.get(tenant_id, ())
+        for client in tuple(clients):
+            client.offer(message_id, frame)
+        return len(clients)
+
+    def close_key(self, key_id: str, code: int = CLOSE_REVOKED) -> None:
+        """Close every socket opened with ``key_id``."""
+        for client in tuple(self._by_key.get(key_id, ())):
+            client.close(code)
+
+    def close_all(self, code: int = CLOSE_RESTART) -> None:
+        """Close every socket (graceful drain: clients resume with ``since``)."""
+        for clients in tuple(self._by_tenant.values()):
+            for client in tuple(clients):
+                client.close(code)

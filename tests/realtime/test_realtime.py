@@ -1,0 +1,240 @@
+"""Realtime end to end: registry (real HTTP, real database) → sms_inbound → realtime → WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from tests.fixtures import notification, publish_events
+from tests.registry.conftest import ADMIN_TOKEN, registry_settings
+from tests.servers import serve
+from tests.support import eventually
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gravity_events import ids, topics
+from gravity_events.models import RcNotification
+from gravity_events.settings import KafkaSettings
+from gravity_realtime.app import create_app as create_realtime
+from gravity_realtime.settings import Settings as RealtimeSettings
+from gravity_registry.app import create_app as create_registry
+
+WS_CONFIG = {"ws": "websockets-sansio", "ws_per_message_deflate": False}
+
+
+@dataclass
+class Stack:
+    registry: httpx.AsyncClient
+    realtime_ports: list[int]
+    kafka: KafkaSettings
+    last_received: datetime | None = None
+
+    def _next_received_at(self) -> datetime:
+        """Strictly increasing receivedAt, so the gateway order is the order of sending."""
+        now = ids.utcnow()
+        if self.last_received is not None and now <= self.last_received:
+            now = self.last_received + timedelta(milliseconds=1)
+        self.last_received = now
+        return now
+
+    async def tenant(self) -> dict[str, Any]:
+        r = await self.registry.post(
+            "/v1/tenants", json={"name": "rt"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        return dict(r.json())
+
+    def url(self, query: str = "", copy: int = 0) -> str:
+        return f"ws://127.0.0.1:{self.realtime_ports[copy]}/v1/ws{query}"
+
+    async def send_sms(self, tenant_id: str, n: int = 1) -> list[str]:
+        """Append ``n`` raw notifications for the tenant; return their messageIds."""
+        events = []
+        for _ in range(n):
+            body = notification("sub-rt")
+            events.append(
+                RcNotification(
+                    tenant_id=tenant_id,
+                    subscription_id="sub-rt",
+                    rc_message_id=body["body"]["id"],
+                    received_at=self._next_received_at(),
+                    notification=body,
+                )
+            )
+        await publish_events(self.kafka, topics.RC_RAW, *((e.rc_message_id, e) for e in events))
+        return [ids.message_id_for(tenant_id, e.rc_message_id) for e in events]
+
+
+def _realtime_settings(kafka: KafkaSettings, registry_port: int, **overrides: Any) -> RealtimeSettings:
+    return RealtimeSettings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka.kafka_bootstrap_servers,
+        KAFKA_ENABLE_IDEMPOTENCE=False,
+        GRAVITY_REGISTRY_URL=f"http://127.0.0.1:{registry_port}",
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    kafka_settings: KafkaSettings, make_database: Callable[[], Awaitable[str]]
+) -> AsyncIterator[Stack]:
+    registry_app = create_registry(registry_settings(kafka_settings, await make_database()))
+    async with serve(registry_app) as reg_port, contextlib.AsyncExitStack() as copies:
+        ports = [
+            await copies.enter_async_context(
+                serve(create_realtime(_realtime_settings(kafka_settings, reg_port)), **WS_CONFIG)
+            )
+            for _ in range(2)
+        ]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{reg_port}") as client:
+            for port in ports:
+                await eventually(lambda p=port: _ready(client, f"http://127.0.0.1:{p}/readyz"), timeout=30)
+            await eventually(lambda: _ready(client, "/readyz"), timeout=30)
+            yield Stack(client, ports, kafka_settings)
+
+
+async def _ready(client: httpx.AsyncClient, url: str) -> bool:
+    return (await client.get(url)).status_code == 200
+
+
+async def _connect(url: str, key: str | None = None, **kw: Any) -> ClientConnection:
+    """Connect (retrying while the new key propagates) and consume the connected frame."""
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+
+    async def attempt() -> ClientConnection | None:
+        try:
+            return await connect(url, additional_headers=headers, **kw)
+        except InvalidStatus as exc:
+            if exc.response.status_code == 401:
+                return None
+            raise
+
+    ws = await eventually(attempt, timeout=5)
+    hello = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert hello["type"] == "connected"
+    return ws
+
+
+async def _frames(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
+    return [orjson.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(n)]
+
+
+async def test_both_auth_styles_and_the_connected_frame(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    async with await _connect(stack.url(), tenant["apiKey"]) as ws:
+        assert ws.response.status_code == 101
+    ws = await _connect(stack.url(f"?token={tenant['apiKey']}"))
+    await ws.close()
+
+
+@pytest.mark.parametrize("query", ["", "?token=gsk_nope", "?token="])
+async def test_bad_or_missing_key_is_refused_with_401(stack: Stack, query: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(stack.url(query))
+    assert refused.value.response.status_code == 401
+
+
+async def test_tenants_receive_only_their_own_messages_byte_identical(stack: Stack) -> None:
+    a, b = await stack.tenant(), await stack.tenant()
+    a_socks = [await _connect(stack.url(copy=i % 2), a["apiKey"]) for i in range(3)]
+    b_socks = [await _connect(stack.url(copy=i % 2), b["apiKey"]) for i in range(2)]
+    a_ids = await stack.send_sms(a["tenantId"], 3)
+    b_ids = await stack.send_sms(b["tenantId"], 2)
+    for ws in a_socks:
+        frames = await _frames(ws, 3)
+        assert {f["messageId"] for f in frames} == set(a_ids)
+        assert all(f["tenantId"] == a["tenantId"] and f["type"] == "sms_inbound" for f in frames)
+        assert list(frames[0]) == [
+            "type",
+            "messageId",
+            "from",
+            "to",
+            "body",
+            "rcMessageId",
+            "tenantId",
+            "timestamp",
+        ]
+    for ws in b_socks:
+        assert {f["messageId"] for f in await _frames(ws, 2)} == set(b_ids)
+    # nothing else arrives for A (B's messages never do): a marker for A comes next, not a B frame
+    [marker] = await stack.send_sms(a["tenantId"], 1)
+    for ws in a_socks:
+        assert (await _frames(ws, 1))[0]["messageId"] == marker
+    for ws in a_socks + b_socks:
+        await ws.close()
+
+
+async def test_revoked_key_closes_its_sockets_and_is_refused(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    auth = {"Authorization": f"Bearer {tenant['apiKey']}"}
+    key = (await stack.registry.post("/v1/api-keys", json={"name": "ws"}, headers=auth)).json()
+    ws = await _connect(stack.url(), key["apiKey"])
+    other = await _connect(stack.url(), tenant["apiKey"])
+    assert (await stack.registry.delete(f"/v1/api-keys/{key['keyId']}", headers=auth)).status_code == 204
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+    async def refused() -> bool:
+        try:
+            sock = await connect(stack.url(), additional_headers={"Authorization": f"Bearer {key['apiKey']}"})
+            await sock.close()
+        except InvalidStatus as exc:
+            return exc.response.status_code == 401
+        return False
+
+    await eventually(refused, timeout=5)
+    [mid] = await stack.send_sms(tenant["tenantId"])  # the tenant's other key still streams
+    assert (await _frames(other, 1))[0]["messageId"] == mid
+    await other.close()
+
+
+async def test_resume_with_since_has_no_gap_and_no_duplicate(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    watcher = await _connect(stack.url(), tenant["apiKey"])
+    first = await stack.send_sms(tenant["tenantId"], 4)
+    assert {f["messageId"] for f in await _frames(watcher, 4)} == set(first)
+    # messages keep arriving while the client resumes from the first one
+    feeding = asyncio.create_task(_trickle(stack, tenant["tenantId"], 10))
+    resumed = await _connect(stack.url(f"?since={first[0]}&token={tenant['apiKey']}"))
+    later = await feeding
+    expected = first[1:] + later
+    got = [f["messageId"] for f in await _frames(resumed, len(expected))]
+    assert len(got) == len(set(got)) and set(got) == set(expected)
+    assert got[: len(first) - 1] == first[1:]  # history first, oldest first
+    await resumed.close()
+    await watcher.close()
+
+
+async def _trickle(stack: Stack, tenant_id: str, n: int) -> list[str]:
+    out: list[str] = []
+    for _ in range(n):
+        out += await stack.send_sms(tenant_id)
+    return out
+
+
+async def test_unknown_or_foreign_since_is_404(stack: Stack) -> None:
+    a, b = await stack.tenant(), await stack.tenant()
+    b_ws = await _connect(stack.url(), b["apiKey"])
+    [b_msg] = await stack.send_sms(b["tenantId"])
+    await _frames(b_ws, 1)  # stored and published
+    await b_ws.close()
+    for since in ("msg_000000000000", b_msg):
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(stack.url(f"?since={since}&token={a['apiKey']}"))
+        assert refused.value.response.status_code == 404
+
+
+async def test_readyz_reports_connections(stack: Stack) -> None:
+    r = await stack.registry.get(f"http://127.0.0.1:{stack.realtime_ports[0]}/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+__all__ = ["secrets"]
