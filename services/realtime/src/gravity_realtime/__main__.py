@@ -18,7 +18,7 @@ def main() -> None:
         log_level=settings.log_level,
         loop="uvloop",
         http="httptools",
-        ws="websockets",
+        ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ping_interval_seconds,
         ws_ping_timeout=settings.ping_timeout_seconds,
