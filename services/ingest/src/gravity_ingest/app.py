@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -12,13 +13,27 @@ from gravity_events import topics
 from gravity_events.kafka import ChangeStreamReader, ensure_topics, make_producer
 from gravity_ingest.errors import install_error_handlers
 from gravity_ingest.handlers import SubscriptionTable
-from gravity_ingest.routes import router
+from gravity_ingest.routes import WEBHOOK_PATH, router, webhook_asgi
 from gravity_ingest.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["IngestApp", "create_app"]
 
 
-def create_app(settings: Settings) -> FastAPI:
+class IngestApp:
+    """FastAPI for everything, except the webhook POST, which is served by a bare ASGI handler."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+        self.state = api.state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == WEBHOOK_PATH:
+            await webhook_asgi(self.api.state, scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings) -> IngestApp:
     """Build the ingest app for ``settings``."""
 
     @contextlib.asynccontextmanager
@@ -55,4 +70,4 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.producer_started = False
     install_error_handlers(app)
     app.include_router(router)
-    return app
+    return IngestApp(app)

@@ -1,54 +1,23 @@
-"""The one public route and the health routes: thin, everything else is in handlers."""
+"""The webhook (a bare ASGI handler, see :class:`gravity_ingest.app.IngestApp`) and the health routes."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gravity_ingest.errors import PayloadTooLarge, json_response
+from gravity_ingest.errors import IngestError, PayloadTooLarge, error_body, json_response
 from gravity_ingest.handlers import accept_notification
 
-__all__ = ["router"]
+__all__ = ["WEBHOOK_PATH", "router", "webhook_asgi"]
+
+WEBHOOK_PATH = "/v1/webhooks/ringcentral"
 
 router = APIRouter()
 
 _OK = b'{"status":"ok"}'
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-@router.post("/v1/webhooks/ringcentral", response_model=None)
-async def ringcentral_webhook(request: Request) -> Response:
-    """RingCentral's webhook: handshake, or a notification to verify and append."""
-    validation_token = request.headers.get("validation-token")
-    if validation_token is not None:
-        return Response(
-            status_code=200,
-            headers={"Validation-Token": validation_token},
-            media_type="application/json",
-        )
-    state = request.app.state
-    raw = await _read_limited(request, state.settings.max_body_bytes)
-    await accept_notification(
-        raw,
-        request.headers.get("verification-token"),
-        table=state.subscriptions,
-        producer=state.producer,
-        publish_timeout=state.settings.publish_timeout_seconds,
-    )
-    return Response(content=_OK, status_code=200, media_type="application/json")
 
 
 @router.get("/healthz")
@@ -68,3 +37,50 @@ async def readyz(request: Request) -> Response:
     if all(v == "ok" for v in checks.values()):
         return json_response({"status": "ok"})
     return json_response({"status": "unavailable", "checks": checks}, 503)
+
+
+async def _respond(
+    send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def webhook_asgi(state: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The webhook as a bare ASGI handler: the same checks as :func:`ringcentral_webhook`, without
+    the framework's routing and middleware on the hot path (they took 40 % of ingest's CPU)."""
+    headers = dict(scope["headers"])
+    validation_token = headers.get(b"validation-token")
+    if validation_token is not None:
+        await _respond(send, 200, b"", [(b"validation-token", validation_token)])
+        return
+    limit: int = state.settings.max_body_bytes
+    try:
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"body is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body is larger than {limit} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        token = headers.get(b"verification-token")
+        await accept_notification(
+            b"".join(chunks),
+            token.decode("latin-1") if token is not None else None,
+            table=state.subscriptions,
+            producer=state.producer,
+            publish_timeout=state.settings.publish_timeout_seconds,
+        )
+    except IngestError as exc:
+        await _respond(send, exc.status, orjson.dumps(error_body(exc.code, exc.message, exc.details)))
+        return
+    await _respond(send, 200, _OK)
