@@ -15,8 +15,11 @@ __all__ = ["serve"]
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, **config: Any) -> AsyncIterator[int]:
-    """Run ``app`` (lifespan included) until the block ends; yield its port."""
+async def serve(app: Any, *, force_exit: bool = False, **config: Any) -> AsyncIterator[int]:
+    """Run ``app`` (lifespan included) until the block ends; yield its port.
+
+    ``force_exit`` does not wait for open requests at the end (for receivers that simulate a hang).
+    """
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     task = asyncio.create_task(server.serve())
@@ -29,4 +32,5 @@ async def serve(app: Any, **config: Any) -> AsyncIterator[int]:
         yield port
     finally:
         server.should_exit = True
+        server.force_exit = force_exit
         await asyncio.wait_for(task, 30)

@@ -14,9 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
-
-from tests.support import free_port
+from tests.servers import serve
 
 __all__ = ["Behaviour", "Received", "WebhookReceiver", "running_receiver"]
 
@@ -93,19 +91,6 @@ class WebhookReceiver:
 async def running_receiver() -> AsyncIterator[WebhookReceiver]:
     """Serve a fresh receiver on a free loopback port for the duration of the block."""
     receiver = WebhookReceiver()
-    receiver.port = free_port()
-    config = uvicorn.Config(
-        receiver, host="127.0.0.1", port=receiver.port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with serve(receiver, force_exit=True, lifespan="off") as port:
+        receiver.port = port
         yield receiver
-    finally:
-        server.should_exit = True
-        server.force_exit = True
-        await asyncio.wait_for(task, 10)

@@ -15,7 +15,6 @@ and lets a test steer it: mark a subscription ``Blacklisted``, expire tokens, an
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import secrets
@@ -26,13 +25,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support import free_port
+from tests.servers import serve
 
 __all__ = ["RingCentralSimulator", "SimSubscription", "running_ringcentral"]
 
@@ -357,17 +355,6 @@ class RingCentralSimulator:
 async def running_ringcentral() -> AsyncIterator[RingCentralSimulator]:
     """Serve a fresh simulator on a free loopback port for the duration of the block."""
     sim = RingCentralSimulator()
-    sim.port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(sim.app(), host="127.0.0.1", port=sim.port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with serve(sim.app(), lifespan="off") as port:
+        sim.port = port
         yield sim
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
