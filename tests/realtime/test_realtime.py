@@ -33,6 +33,7 @@ WS_CONFIG = {"ws": "websockets-sansio", "ws_per_message_deflate": False}
 @dataclass
 class Stack:
     registry: httpx.AsyncClient
+    registry_port: int
     realtime_ports: list[int]
     kafka: KafkaSettings
     last_received: datetime | None = None
@@ -97,7 +98,7 @@ async def stack(
             for port in ports:
                 await eventually(lambda p=port: _ready(client, f"http://127.0.0.1:{p}/readyz"), timeout=30)
             await eventually(lambda: _ready(client, "/readyz"), timeout=30)
-            yield Stack(client, ports, kafka_settings)
+            yield Stack(client, reg_port, ports, kafka_settings)
 
 
 async def _ready(client: httpx.AsyncClient, url: str) -> bool:
@@ -238,3 +239,24 @@ async def test_readyz_reports_connections(stack: Stack) -> None:
 
 
 __all__ = ["secrets"]
+
+
+@pytest.mark.timeout(90)
+async def test_restart_closes_with_1012_and_the_client_resumes_elsewhere(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    settings = _realtime_settings(stack.kafka, stack.registry_port)
+    async with serve(create_realtime(settings), **WS_CONFIG) as port:
+        await eventually(lambda: _ready(stack.registry, f"http://127.0.0.1:{port}/readyz"), timeout=30)
+        ws = await _connect(f"ws://127.0.0.1:{port}/v1/ws", tenant["apiKey"])
+        [first] = await stack.send_sms(tenant["tenantId"])
+        assert (await _frames(ws, 1))[0]["messageId"] == first
+    # the copy has shut down (SIGTERM path): its clients were told to go elsewhere
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    missed = await stack.send_sms(tenant["tenantId"], 3)  # while the client was away
+    resumed = await _connect(stack.url(f"?since={first}&token={tenant['apiKey']}"))
+    later = await stack.send_sms(tenant["tenantId"], 2)
+    got = [f["messageId"] for f in await _frames(resumed, 5)]
+    assert got == missed + later
+    await resumed.close()
