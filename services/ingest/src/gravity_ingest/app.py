@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from gravity_events import topics
 from gravity_events.kafka import ChangeStreamReader, ensure_topics, make_producer
 from gravity_ingest.errors import install_error_handlers
 from gravity_ingest.handlers import SubscriptionTable
-from gravity_ingest.routes import WEBHOOK_PATH, router, webhook_asgi
+from gravity_ingest.routes import WEBHOOK_PATH, router, webhook_asgi, webhook_method_not_allowed
 from gravity_ingest.settings import Settings
 
 __all__ = ["IngestApp", "create_app"]
@@ -26,9 +26,12 @@ class IngestApp:
         self.api = api
         self.state = api.state
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == WEBHOOK_PATH:
-            await webhook_asgi(self.api.state, scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH:
+            if scope["method"] == "POST":
+                await webhook_asgi(self.api.state, scope, receive, send)
+            else:
+                await webhook_method_not_allowed(send)
         else:
             await self.api(scope, receive, send)
 
@@ -43,7 +46,8 @@ def create_app(settings: Settings) -> IngestApp:
         reader = ChangeStreamReader(
             settings, topics=[topics.SUBSCRIPTIONS], apply=table.apply, client_id="gravity-ingest"
         )
-        producer = make_producer(settings, client_id="gravity-ingest")
+        table.ready = reader.ready
+        producer = make_producer(settings, client_id="gravity-ingest", linger_ms=1)
         await producer.start()
         await reader.start()
         app.state.subscriptions, app.state.producer, app.state.reader = table, producer, reader
@@ -67,6 +71,8 @@ def create_app(settings: Settings) -> IngestApp:
     )
     app.state.settings = settings
     app.state.reader = None
+    app.state.subscriptions = SubscriptionTable()  # never ready: the webhook answers 503 until startup
+    app.state.producer = None
     app.state.producer_started = False
     install_error_handlers(app)
     app.include_router(router)

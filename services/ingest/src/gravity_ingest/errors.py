@@ -4,7 +4,10 @@ IngestError
 ├── PayloadTooLarge      413 payload_too_large
 ├── InvalidNotification  400 invalid_notification
 ├── Unauthorized         401 unauthorized
-└── BrokerUnavailable    503 broker_unavailable (retriable: RingCentral redelivers)
+├── BrokerUnavailable    503 broker_unavailable (retriable: RingCentral redelivers)
+└── NotReady             503 not_ready (retriable: the subscription stream is still being replayed)
+
+Anything unexpected on the webhook is logged and answered 500 ``internal_error`` in the same shape.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ __all__ = [
     "BrokerUnavailable",
     "IngestError",
     "InvalidNotification",
+    "NotReady",
     "PayloadTooLarge",
     "Unauthorized",
     "error_body",
@@ -64,6 +68,12 @@ class BrokerUnavailable(IngestError):
     """The broker did not acknowledge the append in time."""
 
     code, status, retriable = "broker_unavailable", 503, True
+
+
+class NotReady(IngestError):
+    """Ingest has not finished replaying the subscription stream, so it cannot verify tokens yet."""
+
+    code, status, retriable = "not_ready", 503, True
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -11,14 +11,16 @@ import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from gravity_events import topics
-from gravity_events.codec import encode, encode_headers
-from gravity_events.ids import utcnow
+from gravity_events.codec import encode_headers
+from gravity_events.ids import format_timestamp, utcnow
 from gravity_events.kafka import Envelope
 from gravity_events.models import RcNotification, SubscriptionActive, SubscriptionRemoved
 from gravity_events.ringcentral import (
@@ -28,11 +30,20 @@ from gravity_events.ringcentral import (
     is_inbound_sms_event,
     is_renewal_reminder,
 )
-from gravity_ingest.errors import BrokerUnavailable, InvalidNotification, Unauthorized
+from gravity_ingest.errors import BrokerUnavailable, InvalidNotification, NotReady, Unauthorized
 
-__all__ = ["Outcome", "SubscriptionTable", "accept_notification"]
+__all__ = ["MAX_NESTING", "Outcome", "SubscriptionTable", "accept_notification", "encode_raw_record"]
 
 log = logging.getLogger(__name__)
+
+MAX_NESTING = 64
+"""Deepest JSON nesting accepted in a notification. A real one nests 3 levels; the consumers' JSON parser
+(pydantic's) refuses about 200, so anything deeper could never be read back from the raw topic."""
+
+_RECORD_HEADERS = encode_headers(
+    RcNotification(tenant_id="", subscription_id="", rc_message_id="", received_at=utcnow(), notification={})
+)
+"""``gravity-type`` / ``gravity-schema-version`` of every raw record: the same for all, built once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +53,15 @@ class _Subscription:
 
 
 class SubscriptionTable:
-    """subscriptionId → (tenant, token hash), kept current by the change stream."""
+    """subscriptionId → (tenant, token hash), kept current by the change stream.
 
-    def __init__(self) -> None:
+    ``ready`` is set once the stream has been replayed (the reader's ``ready`` event); until then no
+    presented token can be judged, so :meth:`verify` answers "not ready" rather than a wrong 401.
+    """
+
+    def __init__(self, ready: asyncio.Event | None = None) -> None:
         self._by_id: dict[str, _Subscription] = {}
+        self.ready = ready if ready is not None else asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -65,6 +81,8 @@ class SubscriptionTable:
         The presented token is hashed and compared with ``hmac.compare_digest``; an unknown
         subscription costs the same hash so the answer time does not tell which check failed.
         """
+        if not self.ready.is_set():
+            raise NotReady("subscriptions are still being loaded; retry shortly")
         known = self._by_id.get(subscription_id)
         presented = hashlib.sha256((token or "").encode()).digest()
         expected = known.token_sha256 if known is not None else b"\0" * 32
@@ -80,6 +98,52 @@ class Outcome:
     appended: bool
     kind: str
     rc_message_id: str | None = None
+
+
+def encode_raw_record(
+    *,
+    tenant_id: str,
+    subscription_id: str,
+    rc_message_id: str,
+    received_at: datetime,
+    raw_notification: bytes,
+) -> bytes:
+    """The ``gravity.rc.raw.v1`` value of an accepted notification, with RingCentral's bytes spliced in.
+
+    It is the JSON that :func:`gravity_events.codec.encode` writes for the same
+    :class:`~gravity_events.models.RcNotification` (same fields, same order, and byte-identical when the
+    notification arrived compact; a test holds the two together), but the notification is not
+    re-serialised: that was the largest cost of building the record, and the bytes stay exactly as sent
+    (large integers keep every digit). ``raw_notification`` must be JSON that has already parsed.
+    """
+    return orjson.dumps(
+        {
+            "type": "rc_notification",
+            "tenantId": tenant_id,
+            "subscriptionId": subscription_id,
+            "rcMessageId": rc_message_id,
+            "receivedAt": format_timestamp(received_at),
+            "source": "webhook",
+            "notification": orjson.Fragment(raw_notification),
+        }
+    )
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """True if ``value`` nests containers deeper than ``limit`` (stops as soon as it knows)."""
+    if limit < 0:
+        return True
+    if isinstance(value, dict):
+        return any(_nesting_exceeds(v, limit - 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_nesting_exceeds(v, limit - 1) for v in value)
+    return False
+
+
+def _check_nesting(raw: bytes, data: dict[str, Any]) -> None:
+    # Counting brackets is a C-speed upper bound on the depth, so ordinary notifications skip the walk.
+    if raw.count(b"{") + raw.count(b"[") > MAX_NESTING and _nesting_exceeds(data, MAX_NESTING):
+        raise InvalidNotification(f"the notification nests deeper than {MAX_NESTING} levels")
 
 
 async def accept_notification(
@@ -102,31 +166,28 @@ async def accept_notification(
     tenant_id = table.verify(subscription_id, verification_token)
     if not is_inbound_sms_event(event, body):
         kind = "renewal_reminder" if is_renewal_reminder(event) else "ignored"
-        # A renewal reminder needs no action here: the registry's keeper renews on its own schedule.
+        # Hook for the registry's subscription keeper (issue 3): a renewal reminder could be forwarded to
+        # it as a change event. Not needed today: the keeper renews on its own schedule, before expiry.
         log.info("verified %s notification for subscription %s: not stored", kind, subscription_id)
         return Outcome(appended=False, kind=kind)
     try:
         sms = extract_inbound_sms(body)
     except NotificationError as exc:
         raise InvalidNotification(f"inbound SMS notification is unusable: {exc}") from exc
-    record = RcNotification(
+    _check_nesting(raw, data)
+    value = encode_raw_record(
         tenant_id=tenant_id,
         subscription_id=subscription_id,
         rc_message_id=sms.rc_message_id,
         received_at=utcnow(),
-        source="webhook",
-        notification=data,
+        raw_notification=raw,
     )
     try:
-        await asyncio.wait_for(
-            producer.send_and_wait(
-                topics.RC_RAW,
-                encode(record),
-                key=sms.rc_message_id.encode(),
-                headers=encode_headers(record),
-            ),
-            publish_timeout,
-        )
+        # asyncio.timeout rather than wait_for: no extra task per request on the hot path.
+        async with asyncio.timeout(publish_timeout):
+            await producer.send_and_wait(
+                topics.RC_RAW, value, key=sms.rc_message_id.encode(), headers=_RECORD_HEADERS
+            )
     except (TimeoutError, KafkaError) as exc:
         log.warning("append to %s failed: %s", topics.RC_RAW, type(exc).__name__)
         raise BrokerUnavailable("the message could not be recorded; retry later") from exc
