@@ -19,8 +19,11 @@ from gravity_events.models import (
     ApiKeyActive,
     ApiKeyRevoked,
     AppDeleted,
+    AppEndpointDisabled,
     AppUpserted,
     DeliveryAttempt,
+    DeliveryRequested,
+    DeliveryRetry,
     Event,
     RcNotification,
     SmsInbound,
@@ -61,7 +64,9 @@ TOPIC_EVENTS: dict[str, tuple[type[Event], ...]] = {
     topics.SUBSCRIPTIONS: (SubscriptionActive, SubscriptionRemoved),
     topics.API_KEYS: (ApiKeyActive, ApiKeyRevoked),
     topics.APPS: (AppUpserted, AppDeleted),
-    topics.DELIVERIES: (DeliveryAttempt,),
+    topics.DELIVERIES: (DeliveryAttempt, AppEndpointDisabled),
+    topics.DELIVERY_REQUESTS: (DeliveryRequested,),
+    topics.FANOUT_RETRY: (DeliveryRetry,),
 }
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {t: _union(*m) for t, m in TOPIC_EVENTS.items()}

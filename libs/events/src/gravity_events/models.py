@@ -20,8 +20,11 @@ __all__ = [
     "ApiKeyActive",
     "ApiKeyRevoked",
     "AppDeleted",
+    "AppEndpointDisabled",
     "AppUpserted",
     "DeliveryAttempt",
+    "DeliveryRequested",
+    "DeliveryRetry",
     "EncryptedSecret",
     "Event",
     "RcNotification",
@@ -175,3 +178,46 @@ class DeliveryAttempt(Event):
     error: str | None
     attempted_at: Timestamp
     next_attempt_at: Timestamp | None = None
+
+
+class AppEndpointDisabled(Event):
+    """Fanout gave up on an endpoint that failed continuously for the disable window (Svix: 5 days).
+
+    The registry projects it onto the app (``disabled: true``); a ``PUT`` with ``"disabled": false``
+    re-enables it and republishes the app.
+    """
+
+    type: Literal["app_endpoint_disabled"] = "app_endpoint_disabled"
+    app_id: str
+    tenant_id: str
+    failing_since: Timestamp
+    disabled_at: Timestamp
+
+
+# -- gravity.fanout.requests.v1 ------------------------------------------------------------------
+
+
+class DeliveryRequested(Event):
+    """Deliver this message to this app now (``POST /v1/apps/{appId}/deliveries/{messageId}/retry``)."""
+
+    type: Literal["delivery_requested"] = "delivery_requested"
+    app_id: str
+    tenant_id: str
+    event: SmsInbound
+    requested_at: Timestamp
+
+
+# -- gravity.fanout.retry.v1 ---------------------------------------------------------------------
+
+
+class DeliveryRetry(Event):
+    """A failed delivery waiting for its next attempt; fanout's durable retry state."""
+
+    type: Literal["delivery_retry"] = "delivery_retry"
+    app_id: str
+    tenant_id: str
+    attempt: int
+    """The number the next attempt will carry (the first attempt is 1)."""
+    due_at: Timestamp
+    first_attempted_at: Timestamp
+    event: SmsInbound

@@ -14,6 +14,8 @@ __all__ = [
     "APPS",
     "DEAD_LETTER",
     "DELIVERIES",
+    "DELIVERY_REQUESTS",
+    "FANOUT_RETRY",
     "RC_RAW",
     "SMS_INBOUND",
     "SUBSCRIPTIONS",
@@ -38,6 +40,12 @@ APPS = "gravity.registry.apps.v1"
 DELIVERIES = "gravity.deliveries.v1"
 """Webhook delivery attempts; key = appId."""
 
+DELIVERY_REQUESTS = "gravity.fanout.requests.v1"
+"""On-demand deliveries asked for through the registry API; key = appId."""
+
+FANOUT_RETRY = "gravity.fanout.retry.v1"
+"""Fanout's durable retry queue: failed deliveries with the time of their next attempt; key = appId."""
+
 DEAD_LETTER = "gravity.dead-letter.v1"
 """Records no consumer could decode, copied with their origin in headers."""
 
@@ -60,5 +68,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(API_KEYS, 1, _COMPACT),
     TopicSpec(APPS, 1, _COMPACT),
     TopicSpec(DELIVERIES, 6),
+    TopicSpec(DELIVERY_REQUESTS, 6),
+    TopicSpec(FANOUT_RETRY, 6),
     TopicSpec(DEAD_LETTER, 1),
 )
