@@ -143,10 +143,11 @@ async def test_migrations_are_idempotent_and_safe_concurrently(make_database: An
     conns = [await asyncpg.connect(url) for _ in range(3)]
     try:
         results = await asyncio.gather(*(db.apply_migrations(c) for c in conns))
-        assert sorted(len(r) for r in results) == [0, 0, 1]  # exactly one copy applied 0001
+        # exactly one copy applied the migrations, all of them, in order
+        assert sorted(results, key=len) == [[], [], ["0001_init.sql", "0002_apps_and_connections.sql"]]
         assert await db.apply_migrations(conns[0]) == []
-        versions = await conns[0].fetch("SELECT version FROM schema_migrations")
-        assert [v["version"] for v in versions] == ["0001_init.sql"]
+        versions = await conns[0].fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [v["version"] for v in versions] == ["0001_init.sql", "0002_apps_and_connections.sql"]
     finally:
         for c in conns:
             await c.close()

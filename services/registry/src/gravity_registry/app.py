@@ -12,15 +12,20 @@ from fastapi import FastAPI
 
 from gravity_events.kafka import ensure_topics, make_producer
 from gravity_registry import db
+from gravity_registry.connections import ConnectionKeeper
 from gravity_registry.consumer import make_projection
 from gravity_registry.errors import install_error_handlers
 from gravity_registry.handlers import OutboxPublisher
+from gravity_registry.ringcentral import RingCentralClient
 from gravity_registry.routes import router
 from gravity_registry.settings import Settings
+from gravity_webhooks import DeliveryClient, SecretBox
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+USER_AGENT = "Gravity-SMS-Webhooks/0.1.0"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -40,29 +45,42 @@ def create_app(settings: Settings) -> FastAPI:
             outbox = OutboxPublisher(pool, producer, sweep_seconds=settings.outbox_sweep_seconds)
             projection = make_projection(settings, pool, producer)
             await projection.start()
+            rc_client = RingCentralClient(timeout=settings.rc_timeout_seconds)
+            delivery_client = DeliveryClient(
+                production=settings.production, user_agent=USER_AGENT, max_connections=50
+            )
+            keeper = ConnectionKeeper(settings, pool, producer, outbox, box, rc_client)
             app.state.pool, app.state.outbox, app.state.projection = pool, outbox, projection
+            app.state.keeper, app.state.delivery_client = keeper, delivery_client
             tasks = [
                 asyncio.create_task(outbox.run(), name="outbox"),
                 asyncio.create_task(projection.run(), name="projection"),
+                asyncio.create_task(keeper.run(), name="keeper"),
             ]
             try:
                 yield
             finally:
+                keeper.stop()
                 projection.stop()
                 outbox.stop()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await projection.close()
                 await producer.stop()
+                await rc_client.aclose()
+                await delivery_client.aclose()
         finally:
             await pool.close()
 
     app = FastAPI(
         title="Gravity SMS registry",
         version="0.1.0",
-        description="Tenants, API keys, RingCentral connections and the messages read model.",
+        description="Tenants, API keys, apps, RingCentral connections and the messages read model.",
         lifespan=lifespan,
     )
     app.state.settings = settings
+    secret_key = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    box = SecretBox(secret_key)
+    app.state.secret_box = box
     install_error_handlers(app)
     app.include_router(router)
     return app

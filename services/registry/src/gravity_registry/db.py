@@ -19,22 +19,35 @@ __all__ = [
     "create_api_key",
     "create_tenant",
     "delete_api_key",
+    "delete_app",
+    "delete_connection",
     "delete_outbox",
     "delete_subscription",
+    "due_connections",
     "enqueue_outbox",
     "find_api_key",
+    "get_app",
+    "get_connection",
     "get_message",
     "get_tenant",
+    "insert_app",
     "insert_messages",
+    "latest_message_time",
     "list_api_keys",
+    "list_apps",
     "list_messages_after",
     "list_messages_before",
     "list_tenants",
     "mark_published",
     "message_position",
     "pending_outbox",
+    "request_backfill_everywhere",
+    "save_subscription_state",
+    "save_tokens",
     "touch_api_key",
     "unpublished_messages",
+    "update_app",
+    "upsert_connection",
     "upsert_subscription",
 ]
 
@@ -341,3 +354,238 @@ async def list_messages_after(
         limit,
     )
     return rows
+
+
+# -- apps -------------------------------------------------------------------------------------------
+
+_APP_COLUMNS = (
+    "app_id, tenant_id, name, webhook_url, disabled, signing_secret_enc, previous_secret_enc,"
+    " previous_expires_at, created_at, updated_at"
+)
+
+
+async def insert_app(
+    conn: asyncpg.Connection,
+    *,
+    app_id: str,
+    tenant_id: str,
+    name: str,
+    webhook_url: str | None,
+    signing_secret_enc: str,
+    now: datetime,
+) -> asyncpg.Record:
+    """Insert an app; return its row."""
+    row: asyncpg.Record = await conn.fetchrow(
+        f"INSERT INTO apps (app_id, tenant_id, name, webhook_url, signing_secret_enc, created_at, updated_at)"  # noqa: S608
+        f" VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {_APP_COLUMNS}",
+        app_id,
+        tenant_id,
+        name,
+        webhook_url,
+        signing_secret_enc,
+        now,
+    )
+    return row
+
+
+async def list_apps(conn: asyncpg.Connection, *, tenant_id: str) -> list[asyncpg.Record]:
+    """A tenant's apps, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {_APP_COLUMNS} FROM apps WHERE tenant_id = $1 ORDER BY created_at, app_id",  # noqa: S608
+        tenant_id,
+    )
+    return rows
+
+
+async def get_app(
+    conn: asyncpg.Connection, *, tenant_id: str, app_id: str, for_update: bool = False
+) -> asyncpg.Record | None:
+    """One of the tenant's apps (another tenant's id finds nothing)."""
+    lock = " FOR UPDATE" if for_update else ""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {_APP_COLUMNS} FROM apps WHERE tenant_id = $1 AND app_id = $2{lock}",  # noqa: S608
+        tenant_id,
+        app_id,
+    )
+    return row
+
+
+async def update_app(
+    conn: asyncpg.Connection,
+    *,
+    app_id: str,
+    name: str,
+    webhook_url: str | None,
+    disabled: bool,
+    signing_secret_enc: str,
+    previous_secret_enc: str | None,
+    previous_expires_at: datetime | None,
+    now: datetime,
+) -> asyncpg.Record:
+    """Write every mutable column of an app (the caller holds its row lock); return the row."""
+    row: asyncpg.Record = await conn.fetchrow(
+        "UPDATE apps SET name = $2, webhook_url = $3, disabled = $4, signing_secret_enc = $5,"  # noqa: S608
+        " previous_secret_enc = $6, previous_expires_at = $7, updated_at = $8"
+        f" WHERE app_id = $1 RETURNING {_APP_COLUMNS}",
+        app_id,
+        name,
+        webhook_url,
+        disabled,
+        signing_secret_enc,
+        previous_secret_enc,
+        previous_expires_at,
+        now,
+    )
+    return row
+
+
+async def delete_app(conn: asyncpg.Connection, *, tenant_id: str, app_id: str) -> bool:
+    """Delete one of the tenant's apps; False if there was none."""
+    status: str = await conn.execute(
+        "DELETE FROM apps WHERE tenant_id = $1 AND app_id = $2", tenant_id, app_id
+    )
+    return status.endswith(" 1")
+
+
+# -- RingCentral connections --------------------------------------------------------------------------
+
+_CONNECTION_COLUMNS = (
+    "tenant_id, server_url, client_id, client_secret_enc, jwt_enc, access_token_enc, access_expires_at,"
+    " refresh_token_enc, refresh_expires_at, subscription_id, expires_at, status, last_error,"
+    " connected_at, next_check_at, backfill_needed"
+)
+
+
+async def get_connection(
+    conn: asyncpg.Connection, *, tenant_id: str, lock: str = ""
+) -> asyncpg.Record | None:
+    """The tenant's connection; ``lock`` is "" or "FOR UPDATE" or "FOR UPDATE SKIP LOCKED"."""
+    if lock not in ("", "FOR UPDATE", "FOR UPDATE SKIP LOCKED"):
+        raise ValueError(lock)
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {_CONNECTION_COLUMNS} FROM rc_connections WHERE tenant_id = $1 {lock}",  # noqa: S608
+        tenant_id,
+    )
+    return row
+
+
+async def upsert_connection(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    server_url: str,
+    client_id: str,
+    client_secret_enc: str,
+    jwt_enc: str,
+    access_token_enc: str,
+    access_expires_at: datetime,
+    refresh_token_enc: str | None,
+    refresh_expires_at: datetime | None,
+    subscription_id: str,
+    expires_at: datetime,
+    connected_at: datetime,
+    next_check_at: datetime,
+) -> asyncpg.Record:
+    """Create or replace the tenant's connection, status active; return the row."""
+    row: asyncpg.Record = await conn.fetchrow(
+        "INSERT INTO rc_connections (tenant_id, server_url, client_id, client_secret_enc, jwt_enc,"  # noqa: S608
+        " access_token_enc, access_expires_at, refresh_token_enc, refresh_expires_at, subscription_id,"
+        " expires_at, status, last_error, connected_at, next_check_at, backfill_needed)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', NULL, $12, $13, false)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET server_url = EXCLUDED.server_url,"
+        " client_id = EXCLUDED.client_id, client_secret_enc = EXCLUDED.client_secret_enc,"
+        " jwt_enc = EXCLUDED.jwt_enc, access_token_enc = EXCLUDED.access_token_enc,"
+        " access_expires_at = EXCLUDED.access_expires_at, refresh_token_enc = EXCLUDED.refresh_token_enc,"
+        " refresh_expires_at = EXCLUDED.refresh_expires_at, subscription_id = EXCLUDED.subscription_id,"
+        " expires_at = EXCLUDED.expires_at, status = 'active', last_error = NULL,"
+        " connected_at = EXCLUDED.connected_at, next_check_at = EXCLUDED.next_check_at,"
+        f" backfill_needed = false RETURNING {_CONNECTION_COLUMNS}",
+        tenant_id,
+        server_url,
+        client_id,
+        client_secret_enc,
+        jwt_enc,
+        access_token_enc,
+        access_expires_at,
+        refresh_token_enc,
+        refresh_expires_at,
+        subscription_id,
+        expires_at,
+        connected_at,
+        next_check_at,
+    )
+    return row
+
+
+async def save_tokens(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    access_token_enc: str,
+    access_expires_at: datetime,
+    refresh_token_enc: str | None,
+    refresh_expires_at: datetime | None,
+) -> None:
+    """Store freshly obtained tokens."""
+    await conn.execute(
+        "UPDATE rc_connections SET access_token_enc = $2, access_expires_at = $3, refresh_token_enc = $4,"
+        " refresh_expires_at = $5 WHERE tenant_id = $1",
+        tenant_id,
+        access_token_enc,
+        access_expires_at,
+        refresh_token_enc,
+        refresh_expires_at,
+    )
+
+
+async def save_subscription_state(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    subscription_id: str,
+    expires_at: datetime,
+    status: str,
+    last_error: str | None,
+    next_check_at: datetime,
+    backfill_needed: bool,
+) -> None:
+    """Record what the keeper found or did."""
+    await conn.execute(
+        "UPDATE rc_connections SET subscription_id = $2, expires_at = $3, status = $4, last_error = $5,"
+        " next_check_at = $6, backfill_needed = $7 WHERE tenant_id = $1",
+        tenant_id,
+        subscription_id,
+        expires_at,
+        status,
+        last_error,
+        next_check_at,
+        backfill_needed,
+    )
+
+
+async def delete_connection(conn: asyncpg.Connection, *, tenant_id: str) -> None:
+    """Forget the tenant's connection."""
+    await conn.execute("DELETE FROM rc_connections WHERE tenant_id = $1", tenant_id)
+
+
+async def due_connections(conn: asyncpg.Connection, *, now: datetime, limit: int) -> list[str]:
+    """Tenants whose connection the keeper should look at now, most overdue first."""
+    rows = await conn.fetch(
+        "SELECT tenant_id FROM rc_connections WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2",
+        now,
+        limit,
+    )
+    return [r["tenant_id"] for r in rows]
+
+
+async def request_backfill_everywhere(conn: asyncpg.Connection, *, now: datetime) -> None:
+    """After a start the gateway may have missed events: check every connection now, with backfill."""
+    await conn.execute("UPDATE rc_connections SET backfill_needed = true, next_check_at = $1", now)
+
+
+async def latest_message_time(conn: asyncpg.Connection, *, tenant_id: str) -> datetime | None:
+    """RingCentral creationTime of the tenant's newest stored message."""
+    value: datetime | None = await conn.fetchval(
+        'SELECT max("timestamp") FROM messages WHERE tenant_id = $1', tenant_id
+    )
+    return value

@@ -4,7 +4,8 @@ RegistryError
 ├── Unauthorized       401 unauthorized
 ├── NotFound           404 not_found
 ├── Conflict           409 conflict
-└── ValidationFailed   422 validation_error
+├── ValidationFailed   422 validation_error
+└── UpstreamFailed     502 ringcentral_error (RingCentral refused or could not be reached)
 (request-shape errors from FastAPI are mapped to 422 validation_error too; unknown routes to 404.)
 """
 
@@ -24,6 +25,7 @@ __all__ = [
     "NotFound",
     "RegistryError",
     "Unauthorized",
+    "UpstreamFailed",
     "ValidationFailed",
     "install_error_handlers",
     "json_response",
@@ -67,6 +69,12 @@ class ValidationFailed(RegistryError):
     """A field breaks a rule; ``details`` names it."""
 
     code, status = "validation_error", 422
+
+
+class UpstreamFailed(RegistryError):
+    """RingCentral refused a call or could not be reached; ``details`` carries its answer."""
+
+    code, status = "ringcentral_error", 502
 
 
 def json_response(data: Any, status: int = 200) -> Response:

@@ -15,7 +15,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -28,6 +28,7 @@ from gravity_events.ids import (
     TENANT_ID_RE,
     format_timestamp,
     message_id_for,
+    new_app_id,
     new_key_id,
     new_tenant_id,
     utcnow,
@@ -36,6 +37,9 @@ from gravity_events.kafka import Envelope
 from gravity_events.models import (
     ApiKeyActive,
     ApiKeyRevoked,
+    AppDeleted,
+    AppUpserted,
+    EncryptedSecret,
     Event,
     RcNotification,
     SmsInbound,
@@ -44,18 +48,33 @@ from gravity_events.models import (
 )
 from gravity_events.ringcentral import NotificationError, extract_inbound_sms
 from gravity_registry import db
-from gravity_registry.errors import NotFound, Unauthorized
+from gravity_registry.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from gravity_webhooks import (
+    DeliveryClient,
+    SecretBox,
+    WebhookUrlError,
+    new_signing_secret,
+    validate_webhook_url,
+)
 
 __all__ = [
     "Caller",
     "OutboxPublisher",
+    "app_json",
     "authenticate",
+    "checked_webhook_url",
     "create_api_key",
+    "create_app",
     "create_tenant",
+    "delete_app",
+    "enqueue_event",
     "message_json",
     "project_batch",
     "revoke_api_key",
+    "rotate_secret",
+    "send_test_webhook",
     "sha256_hex",
+    "update_app",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,7 +104,8 @@ def message_json(row: Any) -> dict[str, Any]:
     }
 
 
-async def _enqueue(conn: asyncpg.Connection, topic: str, key: str, event: Event) -> None:
+async def enqueue_event(conn: asyncpg.Connection, topic: str, key: str, event: Event) -> None:
+    """Queue ``event`` for the change stream in the caller's transaction (the outbox)."""
     await db.enqueue_outbox(conn, topic=topic, key=key, value=encode(event), headers=encode_headers(event))
 
 
@@ -106,7 +126,7 @@ async def _new_key(conn: asyncpg.Connection, tenant_id: str, name: str) -> dict[
     await db.create_api_key(
         conn, key_id=key_id, tenant_id=tenant_id, name=name, key_sha256=digest, created_at=now
     )
-    await _enqueue(
+    await enqueue_event(
         conn, topics.API_KEYS, key_id, ApiKeyActive(key_id=key_id, tenant_id=tenant_id, key_sha256=digest)
     )
     return {"keyId": key_id, "name": name, "apiKey": secret, "createdAt": format_timestamp(now)}
@@ -132,7 +152,7 @@ async def revoke_api_key(pool: asyncpg.Pool, *, tenant_id: str, key_id: str) -> 
     async with pool.acquire() as conn, conn.transaction():
         if not await db.delete_api_key(conn, tenant_id=tenant_id, key_id=key_id):
             raise NotFound("no such API key")
-        await _enqueue(conn, topics.API_KEYS, key_id, ApiKeyRevoked(key_id=key_id, tenant_id=tenant_id))
+        await enqueue_event(conn, topics.API_KEYS, key_id, ApiKeyRevoked(key_id=key_id, tenant_id=tenant_id))
 
 
 async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> Caller:
@@ -173,7 +193,7 @@ async def put_subscription(pool: asyncpg.Pool, *, tenant_id: str, subscription_i
         event = SubscriptionActive(
             subscription_id=subscription_id, tenant_id=tenant_id, verification_token_sha256=digest
         )
-        await _enqueue(conn, topics.SUBSCRIPTIONS, subscription_id, event)
+        await enqueue_event(conn, topics.SUBSCRIPTIONS, subscription_id, event)
 
 
 async def remove_subscription(pool: asyncpg.Pool, *, subscription_id: str) -> None:
@@ -183,7 +203,7 @@ async def remove_subscription(pool: asyncpg.Pool, *, subscription_id: str) -> No
         if tenant_id is None:
             raise NotFound("no such subscription")
         event = SubscriptionRemoved(subscription_id=subscription_id, tenant_id=tenant_id)
-        await _enqueue(conn, topics.SUBSCRIPTIONS, subscription_id, event)
+        await enqueue_event(conn, topics.SUBSCRIPTIONS, subscription_id, event)
 
 
 # -- the outbox ------------------------------------------------------------------------------------
@@ -341,3 +361,168 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
         await asyncio.gather(*futures)
         if pending:
             await db.mark_published(conn, keys=[(r["tenant_id"], r["rc_message_id"]) for r in pending])
+
+
+# -- apps ------------------------------------------------------------------------------------------
+
+ROTATION_OVERLAP = timedelta(hours=24)
+_UNSET: Any = object()
+
+
+def app_json(row: Any) -> dict[str, Any]:
+    """The contract's app object (never a secret)."""
+    return {
+        "appId": row["app_id"],
+        "tenantId": row["tenant_id"],
+        "name": row["name"],
+        "webhookUrl": row["webhook_url"],
+        "disabled": row["disabled"],
+        "createdAt": format_timestamp(row["created_at"]),
+        "updatedAt": format_timestamp(row["updated_at"]),
+    }
+
+
+def _live_secrets(row: Any, now: datetime) -> tuple[EncryptedSecret, ...]:
+    """The current secret, and the previous one while its rotation overlap lasts (ciphertexts)."""
+    live = [EncryptedSecret(ciphertext=row["signing_secret_enc"])]
+    if row["previous_secret_enc"] and row["previous_expires_at"] and row["previous_expires_at"] > now:
+        live.append(
+            EncryptedSecret(ciphertext=row["previous_secret_enc"], expires_at=row["previous_expires_at"])
+        )
+    return tuple(live)
+
+
+async def _publish_app(conn: asyncpg.Connection, row: Any) -> None:
+    event = AppUpserted(
+        app_id=row["app_id"],
+        tenant_id=row["tenant_id"],
+        webhook_url=row["webhook_url"],
+        disabled=row["disabled"],
+        signing_secrets=_live_secrets(row, utcnow()),
+        updated_at=row["updated_at"],
+    )
+    await enqueue_event(conn, topics.APPS, row["app_id"], event)
+
+
+async def checked_webhook_url(url: str | None, *, production: bool) -> str | None:
+    """``url`` if it follows the contract's webhookUrl rules; else 422 naming the field."""
+    if url is None:
+        return None
+    try:
+        return await validate_webhook_url(url, production=production)
+    except WebhookUrlError as exc:
+        raise ValidationFailed(str(exc), [{"field": "webhookUrl", "message": str(exc)}]) from exc
+
+
+async def create_app(
+    pool: asyncpg.Pool, box: SecretBox, *, tenant_id: str, name: str, webhook_url: str | None
+) -> dict[str, Any]:
+    """A new app with a fresh signing secret, shown this once."""
+    secret = new_signing_secret()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await db.insert_app(
+            conn,
+            app_id=new_app_id(),
+            tenant_id=tenant_id,
+            name=name,
+            webhook_url=webhook_url,
+            signing_secret_enc=box.encrypt(secret),
+            now=utcnow(),
+        )
+        await _publish_app(conn, row)
+    return {**app_json(row), "signingSecret": secret}
+
+
+async def update_app(
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: str,
+    app_id: str,
+    name: str = _UNSET,
+    webhook_url: str | None = _UNSET,
+    disabled: bool = _UNSET,
+) -> dict[str, Any]:
+    """Change any of name, webhookUrl (None removes it), disabled; republish."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await db.get_app(conn, tenant_id=tenant_id, app_id=app_id, for_update=True)
+        if row is None:
+            raise NotFound("no such app")
+        row = await db.update_app(
+            conn,
+            app_id=app_id,
+            name=row["name"] if name is _UNSET else name,
+            webhook_url=row["webhook_url"] if webhook_url is _UNSET else webhook_url,
+            disabled=row["disabled"] if disabled is _UNSET else disabled,
+            signing_secret_enc=row["signing_secret_enc"],
+            previous_secret_enc=row["previous_secret_enc"],
+            previous_expires_at=row["previous_expires_at"],
+            now=utcnow(),
+        )
+        await _publish_app(conn, row)
+    return app_json(row)
+
+
+async def rotate_secret(pool: asyncpg.Pool, box: SecretBox, *, tenant_id: str, app_id: str) -> dict[str, Any]:
+    """A new signing secret; the old one keeps signing (second signature) for 24 hours."""
+    secret, now = new_signing_secret(), utcnow()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await db.get_app(conn, tenant_id=tenant_id, app_id=app_id, for_update=True)
+        if row is None:
+            raise NotFound("no such app")
+        row = await db.update_app(
+            conn,
+            app_id=app_id,
+            name=row["name"],
+            webhook_url=row["webhook_url"],
+            disabled=row["disabled"],
+            signing_secret_enc=box.encrypt(secret),
+            previous_secret_enc=row["signing_secret_enc"],
+            previous_expires_at=now + ROTATION_OVERLAP,
+            now=now,
+        )
+        await _publish_app(conn, row)
+    return {
+        **app_json(row),
+        "signingSecret": secret,
+        "previousSecretExpiresAt": format_timestamp(now + ROTATION_OVERLAP),
+    }
+
+
+async def delete_app(pool: asyncpg.Pool, *, tenant_id: str, app_id: str) -> None:
+    """Delete the app; fanout stops delivering to it."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await db.delete_app(conn, tenant_id=tenant_id, app_id=app_id):
+            raise NotFound("no such app")
+        await enqueue_event(conn, topics.APPS, app_id, AppDeleted(app_id=app_id, tenant_id=tenant_id))
+
+
+def test_payload(tenant_id: str) -> tuple[str, bytes]:
+    """A ``"type": "test"`` event in the shape of ``sms_inbound``, with a fresh random messageId."""
+    message_id = "msg_" + secrets.token_hex(6)
+    body = {
+        "type": "test",
+        "messageId": message_id,
+        "from": "+15550100001",
+        "to": "+15550100002",
+        "body": "This is a test webhook from Gravity SMS.",
+        "rcMessageId": "test",
+        "tenantId": tenant_id,
+        "timestamp": format_timestamp(utcnow()),
+    }
+    return message_id, orjson.dumps(body)
+
+
+async def send_test_webhook(
+    pool: asyncpg.Pool, box: SecretBox, client: DeliveryClient, *, tenant_id: str, app_id: str
+) -> dict[str, Any]:
+    """POST a test event with the real delivery client and report what the endpoint answered."""
+    async with pool.acquire() as conn:
+        row = await db.get_app(conn, tenant_id=tenant_id, app_id=app_id)
+    if row is None:
+        raise NotFound("no such app")
+    if not row["webhook_url"]:
+        raise Conflict("the app has no webhookUrl to test")
+    keys = [box.decrypt(s.ciphertext) for s in _live_secrets(row, utcnow())]
+    message_id, body = test_payload(tenant_id)
+    result = await client.deliver(row["webhook_url"], body, message_id=message_id, secrets=keys)
+    return {"ok": result.ok, "status": result.status, "body": result.body}

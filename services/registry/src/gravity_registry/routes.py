@@ -17,8 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gravity_events.ids import format_timestamp
 from gravity_registry import db, handlers
+from gravity_registry.connections import ConnectionKeeper
 from gravity_registry.errors import NotFound, Unauthorized, ValidationFailed, json_response
 from gravity_registry.handlers import Caller
+from gravity_registry.settings import Settings
+from gravity_webhooks import SecretBox
 
 __all__ = ["router"]
 
@@ -41,6 +44,36 @@ class ApiKeyIn(_Body):
     name: str = Field(min_length=1, max_length=200)
 
 
+class AppIn(_Body):
+    """``POST /v1/apps``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    webhook_url: str | None = Field(None, alias="webhookUrl", max_length=2000)
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
+
+
+class AppChange(_Body):
+    """``PUT /v1/apps/{appId}``: any of the fields; ``"webhookUrl": null`` removes the URL."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    webhook_url: str | None = Field(None, alias="webhookUrl", max_length=2000)
+    disabled: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
+
+
+class ConnectionIn(_Body):
+    """``PUT /v1/ringcentral/connection``."""
+
+    server_url: str = Field(alias="serverUrl", min_length=1, max_length=2000, pattern=r"^https?://[^\s/]+")
+    client_id: str = Field(alias="clientId", min_length=1, max_length=500)
+    client_secret: str = Field(alias="clientSecret", min_length=1, max_length=500)
+    jwt: str = Field(min_length=1, max_length=10_000)
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
+
+
 class DevSubscriptionIn(_Body):
     """``POST /v1/dev/subscriptions`` (development only)."""
 
@@ -54,6 +87,21 @@ class DevSubscriptionIn(_Body):
 def _pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.secret_box
+    return box
+
+
+def _keeper(request: Request) -> ConnectionKeeper:
+    keeper: ConnectionKeeper = request.app.state.keeper
+    return keeper
 
 
 def _changed(request: Request) -> None:
@@ -143,6 +191,127 @@ async def delete_api_key(request: Request, key_id: str, caller: TenantCaller) ->
     """Revoke a key: refused everywhere within seconds, its WebSockets closed."""
     await handlers.revoke_api_key(_pool(request), tenant_id=caller.tenant_id, key_id=key_id)
     _changed(request)
+    return Response(status_code=204)
+
+
+# -- apps (tenant) ----------------------------------------------------------------------------------
+
+
+@router.post("/v1/apps", status_code=201)
+async def create_app(request: Request, body: AppIn, caller: TenantCaller) -> Response:
+    """An app and its signing secret, shown this once."""
+    url = await handlers.checked_webhook_url(body.webhook_url, production=_settings(request).production)
+    created = await handlers.create_app(
+        _pool(request), _box(request), tenant_id=caller.tenant_id, name=body.name, webhook_url=url
+    )
+    _changed(request)
+    return json_response(created, 201)
+
+
+@router.get("/v1/apps")
+async def list_apps(request: Request, caller: TenantCaller) -> Response:
+    """The tenant's apps, oldest first."""
+    async with _pool(request).acquire() as conn:
+        rows = await db.list_apps(conn, tenant_id=caller.tenant_id)
+    return json_response({"apps": [handlers.app_json(r) for r in rows]})
+
+
+@router.get("/v1/apps/{app_id}")
+async def get_app(request: Request, app_id: str, caller: TenantCaller) -> Response:
+    """One of the tenant's apps."""
+    async with _pool(request).acquire() as conn:
+        row = await db.get_app(conn, tenant_id=caller.tenant_id, app_id=app_id)
+    if row is None:
+        raise NotFound("no such app")
+    return json_response(handlers.app_json(row))
+
+
+@router.put("/v1/apps/{app_id}")
+async def update_app(request: Request, app_id: str, body: AppChange, caller: TenantCaller) -> Response:
+    """Change name, webhookUrl (null removes it) or disabled; fanout learns it within seconds."""
+    given = body.model_fields_set
+    changes: dict[str, Any] = {}
+    if "name" in given:
+        if body.name is None:
+            raise ValidationFailed(
+                "name cannot be null", [{"field": "name", "message": "a string is required"}]
+            )
+        changes["name"] = body.name
+    if "webhook_url" in given:
+        production = _settings(request).production
+        changes["webhook_url"] = await handlers.checked_webhook_url(body.webhook_url, production=production)
+    if "disabled" in given:
+        if body.disabled is None:
+            raise ValidationFailed(
+                "disabled cannot be null", [{"field": "disabled", "message": "true or false"}]
+            )
+        changes["disabled"] = body.disabled
+    updated = await handlers.update_app(_pool(request), tenant_id=caller.tenant_id, app_id=app_id, **changes)
+    _changed(request)
+    return json_response(updated)
+
+
+@router.delete("/v1/apps/{app_id}", status_code=204)
+async def delete_app(request: Request, app_id: str, caller: TenantCaller) -> Response:
+    """Delete the app; deliveries to it stop."""
+    await handlers.delete_app(_pool(request), tenant_id=caller.tenant_id, app_id=app_id)
+    _changed(request)
+    return Response(status_code=204)
+
+
+@router.post("/v1/apps/{app_id}/rotate-secret")
+async def rotate_secret(request: Request, app_id: str, caller: TenantCaller) -> Response:
+    """A new signing secret (shown this once); the old one also signs for 24 hours."""
+    rotated = await handlers.rotate_secret(
+        _pool(request), _box(request), tenant_id=caller.tenant_id, app_id=app_id
+    )
+    _changed(request)
+    return json_response(rotated)
+
+
+@router.post("/v1/apps/{app_id}/test-webhook")
+async def test_webhook(request: Request, app_id: str, caller: TenantCaller) -> Response:
+    """POST a signed test event to the app's webhookUrl and report the answer."""
+    result = await handlers.send_test_webhook(
+        _pool(request),
+        _box(request),
+        request.app.state.delivery_client,
+        tenant_id=caller.tenant_id,
+        app_id=app_id,
+    )
+    return json_response(result)
+
+
+# -- RingCentral connection (tenant) ---------------------------------------------------------------
+
+
+@router.put("/v1/ringcentral/connection")
+async def put_connection(request: Request, body: ConnectionIn, caller: TenantCaller) -> Response:
+    """Connect (or reconnect) the tenant's RingCentral account."""
+    if _settings(request).production and not body.server_url.startswith("https://"):
+        raise ValidationFailed(
+            "serverUrl must use https", [{"field": "serverUrl", "message": "https only in production"}]
+        )
+    connected = await _keeper(request).connect(
+        tenant_id=caller.tenant_id,
+        server_url=body.server_url,
+        client_id=body.client_id,
+        client_secret=body.client_secret,
+        jwt=body.jwt,
+    )
+    return json_response(connected)
+
+
+@router.get("/v1/ringcentral/connection")
+async def get_connection(request: Request, caller: TenantCaller) -> Response:
+    """The connection and its current status."""
+    return json_response(await _keeper(request).get(tenant_id=caller.tenant_id))
+
+
+@router.delete("/v1/ringcentral/connection", status_code=204)
+async def delete_connection(request: Request, caller: TenantCaller) -> Response:
+    """Disconnect: the subscription is deleted at RingCentral and its events refused."""
+    await _keeper(request).disconnect(tenant_id=caller.tenant_id)
     return Response(status_code=204)
 
 

@@ -11,13 +11,14 @@ from gravity_events.settings import KafkaSettings
 __all__ = ["Settings"]
 
 DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - the documented development default
+DEV_SECRET_KEY = "gravity-development-secret-key-do-not-use-in-production"  # noqa: S105
 
 
 class Settings(KafkaSettings):
     """``GRAVITY_REGISTRY_*``, the shared secrets, and the broker variables.
 
     Production refuses to start without an admin token and a secret key, and refuses the
-    development admin token.
+    development admin token. Development falls back to documented, well-known values for both.
     """
 
     env: Literal["development", "production"] = Field("development", validation_alias="GRAVITY_ENV")
@@ -32,6 +33,27 @@ class Settings(KafkaSettings):
         "gravity-registry-projector", validation_alias="GRAVITY_REGISTRY_CONSUMER_GROUP"
     )
     outbox_sweep_seconds: float = Field(1.0, validation_alias="GRAVITY_REGISTRY_OUTBOX_SWEEP_SECONDS")
+    # RingCentral connections and their keeper
+    rc_timeout_seconds: float = Field(10.0, validation_alias="GRAVITY_RC_TIMEOUT_SECONDS")
+    rc_subscription_expires_in: int = Field(
+        604_800, ge=60, validation_alias="GRAVITY_RC_SUBSCRIPTION_EXPIRES_IN"
+    )
+    rc_renew_before_seconds: float = Field(86_400, validation_alias="GRAVITY_RC_RENEW_BEFORE_SECONDS")
+    rc_check_interval_seconds: float = Field(300, validation_alias="GRAVITY_RC_CHECK_INTERVAL_SECONDS")
+    rc_retry_seconds: float = Field(30, validation_alias="GRAVITY_RC_RETRY_SECONDS")
+    rc_token_margin_seconds: float = Field(300, validation_alias="GRAVITY_RC_TOKEN_MARGIN_SECONDS")
+    rc_backfill_overlap_seconds: float = Field(300, validation_alias="GRAVITY_RC_BACKFILL_OVERLAP_SECONDS")
+    keeper_poll_seconds: float = Field(1.0, validation_alias="GRAVITY_REGISTRY_KEEPER_POLL_SECONDS")
+
+    @property
+    def production(self) -> bool:
+        """``GRAVITY_ENV=production``."""
+        return self.env == "production"
+
+    @property
+    def webhook_address(self) -> str:
+        """Where RingCentral delivers: ``GRAVITY_PUBLIC_URL + /v1/webhooks/ringcentral``."""
+        return self.public_url.rstrip("/") + "/v1/webhooks/ringcentral"
 
     @model_validator(mode="after")
     def _refuse_weak_production_config(self) -> Self:
@@ -43,6 +65,9 @@ class Settings(KafkaSettings):
                 raise ValueError("production needs GRAVITY_ADMIN_TOKEN (24+ characters, not the dev one)")
             if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
                 raise ValueError("production needs GRAVITY_SECRET_KEY (32+ characters)")
-        elif self.admin_token is None:
-            self.admin_token = SecretStr(DEV_ADMIN_TOKEN)
+        else:
+            if self.admin_token is None:
+                self.admin_token = SecretStr(DEV_ADMIN_TOKEN)
+            if self.secret_key is None:
+                self.secret_key = SecretStr(DEV_SECRET_KEY)
         return self
