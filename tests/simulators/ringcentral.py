@@ -18,7 +18,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from starlette.routing import Route
 
 from tests.servers import serve
 
-__all__ = ["RingCentralSimulator", "SimSubscription", "running_ringcentral"]
+__all__ = ["RingCentralSimulator", "SimCall", "SimSubscription", "running_ringcentral"]
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SMS_FILTER = "/restapi/v1.0/account/~/extension/~/message-store/instant?type=SMS"
@@ -48,6 +49,17 @@ def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse
         status_code=status,
         headers=headers,
     )
+
+
+@dataclass(frozen=True)
+class SimCall:
+    """One API call as the simulator received it."""
+
+    method: str
+    path: str
+    at: float
+    status: int
+    detail: dict[str, Any]
 
 
 @dataclass
@@ -94,6 +106,8 @@ class RingCentralSimulator:
         self.deleted_subscriptions: list[str] = []
         self.messages: list[dict[str, Any]] = []
         self.calls: list[tuple[str, str]] = []
+        self.log: list[SimCall] = []
+        self.created_requests: list[dict[str, Any]] = []
         self.rate_limit_next: int = 0
         self.retry_after_seconds: int = 1
         self.access_token_ttl = 3600
@@ -164,6 +178,16 @@ class RingCentralSimulator:
             "body": {**message, "eventType": "Create"},
         }
 
+    async def deliver(self, subscription_id: str, message: dict[str, Any]) -> httpx.Response:
+        """POST ``message``'s notification to the subscription's address (again, if called again)."""
+        sub = self.subscriptions[subscription_id]
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(
+                sub.address,
+                json=self.notification(subscription_id, message),
+                headers={"Verification-Token": sub.verification_token},
+            )
+
     async def send_sms(
         self, subscription_id: str, *, text: str = "hello", rc_id: str | None = None
     ) -> tuple[dict[str, Any], httpx.Response]:
@@ -178,7 +202,17 @@ class RingCentralSimulator:
             )
         return message, response
 
+    def calls_to(self, method: str, path_suffix: str) -> list[SimCall]:
+        """Logged calls whose method matches and whose path ends with ``path_suffix``."""
+        return [c for c in self.log if c.method == method and c.path.endswith(path_suffix)]
+
     # -- HTTP --------------------------------------------------------------------------------
+
+    def _record(self, request: Request, response: Response, **detail: Any) -> Response:
+        self.log.append(
+            SimCall(request.method, request.url.path, time.monotonic(), response.status_code, detail)
+        )
+        return response
 
     def _throttled(self) -> Response | None:
         if self.rate_limit_next > 0:
@@ -241,6 +275,7 @@ class RingCentralSimulator:
         if not self._authorized(request):
             return _error(401, "TokenInvalid", "Access token is expired or invalid")
         data = await request.json()
+        self.created_requests.append(data)
         mode = data.get("deliveryMode") or {}
         if mode.get("transportType") != "WebHook" or not mode.get("address"):
             return _error(400, "SUB-400", "deliveryMode.transportType WebHook and address are required")
@@ -336,16 +371,34 @@ class RingCentralSimulator:
             }
         )
 
+    def _logged(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            detail: dict[str, Any] = {}
+            if request.url.path.endswith("/oauth/token"):
+                form = parse_qs((await request.body()).decode())
+                detail["grant_type"] = form.get("grant_type", [""])[0]
+            return self._record(request, await handler(request), **detail)
+
+        return endpoint
+
     def app(self) -> Starlette:
         """The ASGI app."""
         return Starlette(
             routes=[
-                Route("/restapi/oauth/token", self.token, methods=["POST"]),
-                Route("/restapi/v1.0/subscription", self.create_subscription, methods=["POST"]),
-                Route("/restapi/v1.0/subscription/{id}", self.subscription, methods=["GET", "PUT", "DELETE"]),
-                Route("/restapi/v1.0/subscription/{id}/renew", self.renew, methods=["POST"]),
+                Route("/restapi/oauth/token", self._logged(self.token), methods=["POST"]),
+                Route("/restapi/v1.0/subscription", self._logged(self.create_subscription), methods=["POST"]),
                 Route(
-                    "/restapi/v1.0/account/~/extension/~/message-store", self.message_store, methods=["GET"]
+                    "/restapi/v1.0/subscription/{id}",
+                    self._logged(self.subscription),
+                    methods=["GET", "PUT", "DELETE"],
+                ),
+                Route("/restapi/v1.0/subscription/{id}/renew", self._logged(self.renew), methods=["POST"]),
+                Route(
+                    "/restapi/v1.0/account/~/extension/~/message-store",
+                    self._logged(self.message_store),
+                    methods=["GET"],
                 ),
             ]
         )

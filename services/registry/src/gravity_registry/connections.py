@@ -200,7 +200,13 @@ class ConnectionKeeper:
             backfill = row["backfill_needed"]
             try:
                 access = await self._access_token(conn, row, now)
-                sub = await self._read_subscription(row, access)
+                try:
+                    sub = await self._read_subscription(row, access)
+                except RingCentralError as exc:
+                    if exc.status != 401:
+                        raise
+                    access = await self._access_token(conn, row, now, force=True)  # revoked early
+                    sub = await self._read_subscription(row, access)
                 if sub is None or sub.status in _GONE or sub.expires_at <= now:
                     state = "missing" if sub is None else sub.status
                     log.warning(
@@ -288,10 +294,12 @@ class ConnectionKeeper:
             "refresh_expires_at": tokens.refresh_expires_at,
         }
 
-    async def _access_token(self, conn: asyncpg.Connection, row: Any, now: datetime) -> str:
+    async def _access_token(
+        self, conn: asyncpg.Connection, row: Any, now: datetime, *, force: bool = False
+    ) -> str:
         """A valid access token: the stored one, else refreshed, else a new login with the JWT."""
         margin = timedelta(seconds=self._settings.rc_token_margin_seconds)
-        if row["access_expires_at"] - now > margin:
+        if not force and row["access_expires_at"] - now > margin:
             return self._box.decrypt(row["access_token_enc"])
         server, client_id = row["server_url"], row["client_id"]
         client_secret = self._box.decrypt(row["client_secret_enc"])
