@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from gravity_events.kafka import ensure_topics, make_producer
 from gravity_registry import db
 from gravity_registry.connections import ConnectionKeeper
-from gravity_registry.consumer import make_projection
+from gravity_registry.consumer import make_delivery_log, make_projection
 from gravity_registry.errors import install_error_handlers
 from gravity_registry.handlers import OutboxPublisher
 from gravity_registry.ringcentral import RingCentralClient
@@ -45,6 +45,8 @@ def create_app(settings: Settings) -> FastAPI:
             outbox = OutboxPublisher(pool, producer, sweep_seconds=settings.outbox_sweep_seconds)
             projection = make_projection(settings, pool, producer)
             await projection.start()
+            delivery_log = make_delivery_log(settings, pool, producer, outbox)
+            await delivery_log.start()
             rc_client = RingCentralClient(timeout=settings.rc_timeout_seconds)
             delivery_client = DeliveryClient(
                 production=settings.production, user_agent=USER_AGENT, max_connections=50
@@ -56,15 +58,18 @@ def create_app(settings: Settings) -> FastAPI:
                 asyncio.create_task(outbox.run(), name="outbox"),
                 asyncio.create_task(projection.run(), name="projection"),
                 asyncio.create_task(keeper.run(), name="keeper"),
+                asyncio.create_task(delivery_log.run(), name="delivery-log"),
             ]
             try:
                 yield
             finally:
                 keeper.stop()
+                delivery_log.stop()
                 projection.stop()
                 outbox.stop()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await projection.close()
+                await delivery_log.close()
                 await producer.stop()
                 await rc_client.aclose()
                 await delivery_client.aclose()

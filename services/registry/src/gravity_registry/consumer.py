@@ -7,10 +7,10 @@ from aiokafka import AIOKafkaProducer
 
 from gravity_events import topics
 from gravity_events.kafka import Envelope, EventConsumer
-from gravity_registry.handlers import project_batch
+from gravity_registry.handlers import OutboxPublisher, project_batch, project_deliveries
 from gravity_registry.settings import Settings
 
-__all__ = ["make_projection"]
+__all__ = ["make_delivery_log", "make_projection"]
 
 
 def make_projection(settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> EventConsumer:
@@ -23,6 +23,26 @@ def make_projection(settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaPr
         settings,
         topics=[topics.RC_RAW],
         group_id=settings.consumer_group,
+        handler=handle,
+        producer=producer,
+        client_id="gravity-registry",
+        max_records=1000,
+    )
+
+
+def make_delivery_log(
+    settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer, outbox: OutboxPublisher
+) -> EventConsumer:
+    """getmany → attempts stored, disable decisions applied (outbox woken) → commit."""
+
+    async def handle(batch: list[Envelope]) -> None:
+        if await project_deliveries(batch, pool=pool):
+            outbox.wake()
+
+    return EventConsumer(
+        settings,
+        topics=[topics.DELIVERIES],
+        group_id=settings.consumer_group + "-deliveries",
         handler=handle,
         producer=producer,
         client_id="gravity-registry",

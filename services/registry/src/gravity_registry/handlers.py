@@ -38,7 +38,10 @@ from gravity_events.models import (
     ApiKeyActive,
     ApiKeyRevoked,
     AppDeleted,
+    AppEndpointDisabled,
     AppUpserted,
+    DeliveryAttempt,
+    DeliveryRequested,
     EncryptedSecret,
     Event,
     RcNotification,
@@ -67,13 +70,17 @@ __all__ = [
     "create_app",
     "create_tenant",
     "delete_app",
+    "delivery_json",
     "enqueue_event",
     "message_json",
     "project_batch",
+    "project_deliveries",
+    "request_delivery",
     "revoke_api_key",
     "rotate_secret",
     "send_test_webhook",
     "sha256_hex",
+    "sms_event",
     "update_app",
 ]
 
@@ -275,6 +282,19 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+def sms_event(row: Any) -> SmsInbound:
+    """The ``sms_inbound`` event of a stored message."""
+    return SmsInbound(
+        message_id=row["message_id"],
+        from_=row["from_number"],
+        to=row["to_number"],
+        body=row["body"],
+        rc_message_id=row["rc_message_id"],
+        tenant_id=row["tenant_id"],
+        timestamp=row["timestamp"],
+    )
+
+
 async def _dead_letter(producer: AIOKafkaProducer, envelope: Envelope, reason: str) -> None:
     log.error(
         "dead-lettering %s partition=%s offset=%s: %s",
@@ -340,15 +360,7 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
         pending = await db.unpublished_messages(conn, keys=keys)
         futures = []
         for row in pending:
-            event = SmsInbound(
-                message_id=row["message_id"],
-                from_=row["from_number"],
-                to=row["to_number"],
-                body=row["body"],
-                rc_message_id=row["rc_message_id"],
-                tenant_id=row["tenant_id"],
-                timestamp=row["timestamp"],
-            )
+            event = sms_event(row)
             headers = [
                 *encode_headers(event),
                 ("gravity-received-at", format_timestamp(row["received_at"]).encode()),
@@ -526,3 +538,81 @@ async def send_test_webhook(
     message_id, body = test_payload(tenant_id)
     result = await client.deliver(row["webhook_url"], body, message_id=message_id, secrets=keys)
     return {"ok": result.ok, "status": result.status, "body": result.body}
+
+
+# -- the delivery log ------------------------------------------------------------------------------
+
+
+def delivery_json(row: Any) -> dict[str, Any]:
+    """One attempt as ``GET /v1/apps/{appId}/deliveries`` shows it."""
+    return {
+        "messageId": row["message_id"],
+        "appId": row["app_id"],
+        "attempt": row["attempt"],
+        "status": "succeeded" if row["succeeded"] else "failed",
+        "responseCode": row["response_code"],
+        "durationMs": row["duration_ms"],
+        "error": row["error"],
+        "attemptedAt": format_timestamp(row["attempted_at"]),
+        "nextAttemptAt": format_timestamp(row["next_attempt_at"]) if row["next_attempt_at"] else None,
+    }
+
+
+async def project_deliveries(batch: Sequence[Envelope], *, pool: asyncpg.Pool) -> bool:
+    """Store reported attempts; apply fanout's disable decisions. True if an app changed."""
+    rows = [
+        db.DeliveryRow(
+            app_id=e.app_id,
+            tenant_id=e.tenant_id,
+            message_id=e.message_id,
+            attempt=e.attempt,
+            succeeded=e.succeeded,
+            response_code=e.response_code,
+            duration_ms=e.duration_ms,
+            error=e.error[:2000] if e.error else None,
+            attempted_at=e.attempted_at,
+            next_attempt_at=e.next_attempt_at,
+        )
+        for e in (envelope.event for envelope in batch)
+        if isinstance(e, DeliveryAttempt)
+    ]
+    disabled = [envelope.event for envelope in batch if isinstance(envelope.event, AppEndpointDisabled)]
+    changed = False
+    async with pool.acquire() as conn, conn.transaction():
+        if rows:
+            await db.insert_deliveries(conn, rows=rows)
+        for event in disabled:
+            row = await db.disable_app(conn, app_id=event.app_id, decided_at=event.disabled_at)
+            if row is not None:
+                log.warning(
+                    "app %s disabled: its endpoint failed since %s", event.app_id, event.failing_since
+                )
+                await _publish_app(conn, row)
+                changed = True
+    return changed
+
+
+async def request_delivery(
+    pool: asyncpg.Pool, *, tenant_id: str, app_id: str, message_id: str
+) -> dict[str, Any]:
+    """Ask fanout to deliver one stored message to one app now (``…/deliveries/{messageId}/retry``)."""
+    now = utcnow()
+    async with pool.acquire() as conn, conn.transaction():
+        app = await db.get_app(conn, tenant_id=tenant_id, app_id=app_id)
+        if app is None:
+            raise NotFound("no such app")
+        message = await db.get_message(conn, tenant_id=tenant_id, message_id=message_id)
+        if message is None:
+            raise NotFound("no such message")
+        if not app["webhook_url"]:
+            raise Conflict("the app has no webhookUrl to deliver to")
+        request = DeliveryRequested(
+            app_id=app_id, tenant_id=tenant_id, event=sms_event(message), requested_at=now
+        )
+        await enqueue_event(conn, topics.DELIVERY_REQUESTS, app_id, request)
+    return {
+        "appId": app_id,
+        "messageId": message_id,
+        "status": "queued",
+        "requestedAt": format_timestamp(now),
+    }

@@ -282,6 +282,68 @@ async def test_webhook(request: Request, app_id: str, caller: TenantCaller) -> R
     return json_response(result)
 
 
+def _encode_delivery_cursor(row: Any) -> str:
+    raw = orjson.dumps([row["attempted_at"].isoformat(), row["message_id"], row["attempt"]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_delivery_cursor(cursor: str) -> tuple[datetime, str, int]:
+    try:
+        moment, message_id, attempt = orjson.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        )
+        at = datetime.fromisoformat(moment)
+        if at.tzinfo is None or not isinstance(message_id, str) or not isinstance(attempt, int):
+            raise ValueError("bad cursor")
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise ValidationFailed(
+            "cursor is not valid", [{"field": "cursor", "message": "use nextCursor as returned"}]
+        ) from exc
+    return at, message_id, attempt
+
+
+@router.get("/v1/apps/{app_id}/deliveries")
+async def list_deliveries(
+    request: Request,
+    app_id: str,
+    caller: TenantCaller,
+    message_id: Annotated[str | None, Query(alias="messageId", max_length=64)] = None,
+    status: Literal["succeeded", "failed"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> Response:
+    """The app's delivery attempts, newest first, filtered by messageId and/or status."""
+    before = _decode_delivery_cursor(cursor) if cursor else None
+    async with _pool(request).acquire() as conn:
+        if await db.get_app(conn, tenant_id=caller.tenant_id, app_id=app_id) is None:
+            raise NotFound("no such app")
+        rows = await db.list_deliveries(
+            conn,
+            app_id=app_id,
+            message_id=message_id,
+            succeeded=None if status is None else status == "succeeded",
+            before=before,
+            limit=limit + 1,
+        )
+    page, more = rows[:limit], len(rows) > limit
+    return json_response(
+        {
+            "deliveries": [handlers.delivery_json(r) for r in page],
+            "nextCursor": _encode_delivery_cursor(page[-1]) if more else None,
+        }
+    )
+
+
+@router.post("/v1/apps/{app_id}/deliveries/{message_id}/retry", status_code=202)
+async def retry_delivery(request: Request, app_id: str, message_id: str, caller: TenantCaller) -> Response:
+    """Send one stored message to the app again, now (fanout records the attempt)."""
+    queued = await handlers.request_delivery(
+        _pool(request), tenant_id=caller.tenant_id, app_id=app_id, message_id=message_id
+    )
+    _changed(request)
+    return json_response(queued, 202)
+
+
 # -- RingCentral connection (tenant) ---------------------------------------------------------------
 
 
