@@ -147,7 +147,9 @@ async def test_migrations_are_idempotent_and_safe_concurrently(make_database: An
         from importlib import resources
 
         files = sorted(
-            f.name for f in resources.files("gravity_registry.migrations").iterdir() if f.name.endswith(".sql")
+            f.name
+            for f in resources.files("gravity_registry.migrations").iterdir()
+            if f.name.endswith(".sql")
         )
         assert files[0] == "0001_init.sql" and len(files) >= 3
         assert sorted(results, key=len) == [[], [], files]

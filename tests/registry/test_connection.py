@@ -333,6 +333,41 @@ async def test_recreate_after_blacklisted_and_backfill_what_was_missed(gateway: 
     assert len(stored) == 5 and len({m["rcMessageId"] for m in stored}) == 5
 
 
+async def test_blacklisted_status_while_recreation_fails(gateway: Gateway) -> None:
+    tenant = await gateway.tenant()
+    connected = await gateway.connect(tenant)
+    gateway.sim.fail_subscription_creates(10_000)
+    gateway.sim.blacklist(connected["subscriptionId"])
+
+    async def blacklisted() -> dict[str, Any] | None:
+        now = await gateway.connection(tenant)
+        return now if now["status"] == "blacklisted" else None
+
+    shown = await eventually(blacklisted, timeout=5)
+    assert "503" in shown["lastError"] and shown["subscriptionId"] == connected["subscriptionId"]
+    gateway.sim.fail_subscription_creates(0)  # RingCentral recovers: the keeper recreates
+
+    async def recovered() -> dict[str, Any] | None:
+        now = await gateway.connection(tenant)
+        return (
+            now
+            if now["status"] == "active" and now["subscriptionId"] != connected["subscriptionId"]
+            else None
+        )
+
+    assert (await eventually(recovered, timeout=5))["lastError"] is None
+
+
+async def test_access_token_is_refreshed_before_it_expires(gateway: Gateway) -> None:
+    gateway.sim.access_token_ttl = 61  # the keeper's margin is 60 s: refresh due a second after connect
+    tenant = await gateway.tenant()
+    await gateway.connect(tenant)
+    await eventually(
+        lambda: any(c.detail.get("grant_type") == "refresh_token" for c in gateway.sim.log), timeout=5
+    )
+    assert not [c for c in gateway.sim.log if c.status == 401]  # refreshed ahead of time, never refused
+
+
 async def test_expired_token_is_refreshed_then_jwt_login(gateway: Gateway) -> None:
     tenant = await gateway.tenant()
     await gateway.connect(tenant)

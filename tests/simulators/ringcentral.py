@@ -109,6 +109,7 @@ class RingCentralSimulator:
         self.log: list[SimCall] = []
         self.created_requests: list[dict[str, Any]] = []
         self.rate_limit_next: int = 0
+        self.fail_creates: int = 0
         self.retry_after_seconds: int = 1
         self.access_token_ttl = 3600
         self.port = 0
@@ -134,6 +135,10 @@ class RingCentralSimulator:
     def revoke_refresh_tokens(self) -> None:
         """Refresh fails: the gateway must log in again with the JWT."""
         self.refresh_tokens.clear()
+
+    def fail_subscription_creates(self, count: int) -> None:
+        """The next ``count`` subscription creations answer 503 (no Retry-After)."""
+        self.fail_creates = count
 
     def throttle(self, count: int, retry_after: int = 1) -> None:
         """The next ``count`` API calls answer 429 with ``Retry-After``."""
@@ -274,6 +279,9 @@ class RingCentralSimulator:
             return limited
         if not self._authorized(request):
             return _error(401, "TokenInvalid", "Access token is expired or invalid")
+        if self.fail_creates > 0:
+            self.fail_creates -= 1
+            return _error(503, "CMN-211", "Service temporarily unavailable")
         data = await request.json()
         self.created_requests.append(data)
         mode = data.get("deliveryMode") or {}

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,6 +65,14 @@ def connection_json(row: Any) -> dict[str, Any]:
         "connectedAt": format_timestamp(row["connected_at"]),
         "lastError": row["last_error"],
     }
+
+
+@dataclass
+class _Progress:
+    """How far a check got: what to show if it fails now, and whether a backfill is still owed."""
+
+    backfill: bool
+    status: str = "renewing"
 
 
 def _why(exc: RingCentralError) -> str:
@@ -196,58 +205,19 @@ class ConnectionKeeper:
             now = utcnow()
             if row is None or row["next_check_at"] > now:
                 return
-            subscription_id, expires_at = row["subscription_id"], row["expires_at"]
-            backfill = row["backfill_needed"]
+            progress = _Progress(backfill=row["backfill_needed"])
             try:
-                access = await self._access_token(conn, row, now)
-                try:
-                    sub = await self._read_subscription(row, access)
-                except RingCentralError as exc:
-                    if exc.status != 401:
-                        raise
-                    access = await self._access_token(conn, row, now, force=True)  # revoked early
-                    sub = await self._read_subscription(row, access)
-                if sub is None or sub.status in _GONE or sub.expires_at <= now:
-                    state = "missing" if sub is None else sub.status
-                    log.warning(
-                        "tenant %s subscription %s is %s: recreating", tenant_id, subscription_id, state
-                    )
-                    sub = await self._recreate(conn, row, access)
-                    backfill = True
-                elif sub.expires_at - now < timedelta(seconds=self._settings.rc_renew_before_seconds):
-                    sub = await self._rc.renew_subscription(row["server_url"], access, sub.id)
-                    log.info("renewed subscription %s until %s", sub.id, format_timestamp(sub.expires_at))
-                if backfill:
-                    await self._backfill(conn, row, access, sub.id)
-                    backfill = False
+                sub = await self._keep(conn, row, now, progress)
             except RingCentralError as exc:
-                status, retry = self._failure(row, exc, now)
+                status, retry = self._failure(row, exc, progress.status)
                 log.warning("keeping tenant %s's connection failed (%s): %s", tenant_id, status, _why(exc))
-                await db.save_subscription_state(
-                    conn,
-                    tenant_id=tenant_id,
-                    subscription_id=subscription_id,
-                    expires_at=expires_at,
-                    status=status,
-                    last_error=_why(exc),
-                    next_check_at=now + timedelta(seconds=retry),
-                    backfill_needed=backfill,
-                )
+                await self._save_failure(conn, row, status, _why(exc), retry, progress.backfill)
                 return
             except DecryptionError:
-                log.error(
-                    "tenant %s's RingCentral credentials cannot be decrypted with GRAVITY_SECRET_KEY",
-                    tenant_id,
-                )
-                await db.save_subscription_state(
-                    conn,
-                    tenant_id=tenant_id,
-                    subscription_id=subscription_id,
-                    expires_at=expires_at,
-                    status="error",
-                    last_error="stored credentials cannot be decrypted with GRAVITY_SECRET_KEY",
-                    next_check_at=now + timedelta(seconds=self._settings.rc_check_interval_seconds),
-                    backfill_needed=backfill,
+                why = "stored credentials cannot be decrypted with GRAVITY_SECRET_KEY"
+                log.error("tenant %s: %s", tenant_id, why)
+                await self._save_failure(
+                    conn, row, "error", why, self._settings.rc_check_interval_seconds, progress.backfill
                 )
                 return
             await db.save_subscription_state(
@@ -262,6 +232,50 @@ class ConnectionKeeper:
             )
         self._outbox.wake()
 
+    async def _keep(
+        self, conn: asyncpg.Connection, row: Any, now: datetime, progress: _Progress
+    ) -> Subscription:
+        """Tokens, then the subscription: read, renew or recreate; then backfill if needed."""
+        access = await self._access_token(conn, row, now)
+        try:
+            sub = await self._read_subscription(row, access)
+        except RingCentralError as exc:
+            if exc.status != 401:
+                raise
+            access = await self._access_token(conn, row, now, force=True)  # revoked early
+            sub = await self._read_subscription(row, access)
+        if sub is None or sub.status in _GONE or sub.expires_at <= now:
+            progress.status = "blacklisted" if sub is not None and sub.status in _GONE else "expired"
+            log.warning(
+                "tenant %s subscription %s is %s: recreating",
+                row["tenant_id"],
+                row["subscription_id"],
+                "missing" if sub is None else sub.status,
+            )
+            sub = await self._recreate(conn, row, access)
+            progress.backfill = True
+        elif sub.expires_at - now < timedelta(seconds=self._settings.rc_renew_before_seconds):
+            sub = await self._rc.renew_subscription(row["server_url"], access, sub.id)
+            log.info("renewed subscription %s until %s", sub.id, format_timestamp(sub.expires_at))
+        if progress.backfill:
+            await self._backfill(conn, row, access, sub.id)
+            progress.backfill = False
+        return sub
+
+    async def _save_failure(
+        self, conn: asyncpg.Connection, row: Any, status: str, why: str, retry: float, backfill: bool
+    ) -> None:
+        await db.save_subscription_state(
+            conn,
+            tenant_id=row["tenant_id"],
+            subscription_id=row["subscription_id"],
+            expires_at=row["expires_at"],
+            status=status,
+            last_error=why,
+            next_check_at=utcnow() + timedelta(seconds=retry),
+            backfill_needed=backfill,
+        )
+
     # -- pieces ----------------------------------------------------------------------------------
 
     def _next_check(self, now: datetime, expires_at: datetime) -> datetime:
@@ -269,22 +283,25 @@ class ConnectionKeeper:
         regular = now + timedelta(seconds=self._settings.rc_check_interval_seconds)
         return max(now + timedelta(seconds=1), min(regular, renew_at))
 
-    def _failure(self, row: Any, exc: RingCentralError, now: datetime) -> tuple[str, float]:
-        """The status to show and the seconds until the next try."""
+    def _failure(self, row: Any, exc: RingCentralError, observed: str) -> tuple[str, float]:
+        """The status to show and the seconds until the next try.
+
+        ``observed`` is what the check had found when it failed (``renewing`` unless the subscription
+        was found blacklisted or expired).
+        """
         retry = self._settings.rc_retry_seconds
         if exc.status == 429 or (exc.status == 503 and exc.retry_after is not None):
-            return row["status"], exc.retry_after if exc.retry_after is not None else retry
+            shown = observed if observed != "renewing" else row["status"]
+            return shown, exc.retry_after if exc.retry_after is not None else retry
         if exc.status in (400, 401) and exc.code in (
             "invalid_grant",
             "invalid_client",
             "unauthorized_client",
         ):
             return "error", retry  # the credentials themselves were refused
-        if row["expires_at"] <= now:
+        if observed == "renewing" and row["expires_at"] <= utcnow():
             return "expired", retry
-        if row["status"] == "blacklisted" or exc.code == "SUB-522":
-            return "blacklisted", retry
-        return "renewing", retry
+        return observed, retry
 
     def _token_columns(self, tokens: Tokens) -> dict[str, Any]:
         return {
