@@ -41,6 +41,7 @@ def kafka_settings(infra: Infra) -> KafkaSettings:
         KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
         KAFKA_ENABLE_IDEMPOTENCE=infra.kafka_enable_idempotence,
         KAFKA_FETCH_MAX_WAIT_MS=10,
+        KAFKA_SESSION_TIMEOUT_MS=3_000,  # group joins answer in 1.5 s on Tansu
     )
 
 

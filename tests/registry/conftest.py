@@ -24,6 +24,7 @@ def registry_settings(kafka: KafkaSettings, database_url: str, **overrides: Any)
     values: dict[str, Any] = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka.kafka_bootstrap_servers,
         "KAFKA_ENABLE_IDEMPOTENCE": kafka.kafka_enable_idempotence,
+        "KAFKA_SESSION_TIMEOUT_MS": kafka.kafka_session_timeout_ms,
         "DATABASE_URL": database_url,
         "GRAVITY_ADMIN_TOKEN": ADMIN_TOKEN,
         "GRAVITY_REGISTRY_CONSUMER_GROUP": "registry-test-" + secrets.token_hex(4),

@@ -21,3 +21,9 @@ class KafkaSettings(BaseSettings):
     kafka_enable_idempotence: bool = Field(True, validation_alias="KAFKA_ENABLE_IDEMPOTENCE")
     kafka_replication_factor: int = Field(1, validation_alias="KAFKA_REPLICATION_FACTOR")
     kafka_fetch_max_wait_ms: int = Field(10, validation_alias="KAFKA_FETCH_MAX_WAIT_MS")
+    kafka_session_timeout_ms: int = Field(6_000, ge=1_000, validation_alias="KAFKA_SESSION_TIMEOUT_MS")
+    """Consumer-group session timeout: how soon a dead member's partitions move to the others.
+
+    6 s is Apache Kafka's ``group.min.session.timeout.ms``. Tansu also answers a JoinGroup after half of
+    it, so it is most of a consumer's start-up time on the embedded broker.
+    """

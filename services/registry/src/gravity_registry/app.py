@@ -44,9 +44,8 @@ def create_app(settings: Settings) -> FastAPI:
             await producer.start()
             outbox = OutboxPublisher(pool, producer, sweep_seconds=settings.outbox_sweep_seconds)
             projection = make_projection(settings, pool, producer)
-            await projection.start()
             delivery_log = make_delivery_log(settings, pool, producer, outbox)
-            await delivery_log.start()
+            await asyncio.gather(projection.start(), delivery_log.start())  # group joins overlap
             rc_client = RingCentralClient(timeout=settings.rc_timeout_seconds)
             delivery_client = DeliveryClient(
                 production=settings.production, user_agent=USER_AGENT, max_connections=50
