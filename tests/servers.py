@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
 
 from tests.support import free_port
 
-__all__ = ["serve"]
+__all__ = ["serve", "serve_in_thread"]
 
 
 @contextlib.asynccontextmanager
@@ -34,3 +36,23 @@ async def serve(app: Any, *, force_exit: bool = False, **config: Any) -> AsyncIt
         server.should_exit = True
         server.force_exit = force_exit
         await asyncio.wait_for(task, 30)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, **config: Any) -> Iterator[int]:
+    """Run ``app`` with uvicorn on its own event loop in a thread (for synchronous tests such as
+    schemathesis and hypothesis, which call it with blocking clients); yield its port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -105,7 +105,7 @@ class RingCentralClient:
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise RingCentralError(
                 f"RingCentral could not be reached: {type(exc).__name__}", status=None
             ) from exc

@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
+import httpx
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gravity_events.ids import format_timestamp
 from gravity_registry import db, handlers
@@ -66,12 +67,28 @@ class AppChange(_Body):
 class ConnectionIn(_Body):
     """``PUT /v1/ringcentral/connection``."""
 
-    server_url: str = Field(alias="serverUrl", min_length=1, max_length=2000, pattern=r"^https?://[^\s/]+")
+    server_url: str = Field(alias="serverUrl", min_length=1, max_length=2000)
     client_id: str = Field(alias="clientId", min_length=1, max_length=500)
     client_secret: str = Field(alias="clientSecret", min_length=1, max_length=500)
     jwt: str = Field(min_length=1, max_length=10_000)
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
+
+    @field_validator("server_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        """An http(s) base URL with a host and nothing else (no credentials, query or fragment)."""
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            raise ValueError("serverUrl is not a valid URL") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(
+                "serverUrl must be an http(s) URL with a host, e.g. https://platform.ringcentral.com"
+            )
+        if url.userinfo or url.query or url.fragment or any(c.isspace() for c in value):
+            raise ValueError("serverUrl must be a base URL without credentials, query or fragment")
+        return value.rstrip("/")
 
 
 class DevSubscriptionIn(_Body):
