@@ -35,6 +35,7 @@ __all__ = [
     "Envelope",
     "EventConsumer",
     "dead_letter",
+    "decode_record",
     "ensure_topics",
     "make_producer",
     "publish",
@@ -175,6 +176,11 @@ def _decode_record(
     event = decode(record.topic, record.value, list(headers.items()))
     key = record.key.decode(errors="replace") if record.key is not None else None
     return Envelope(record.topic, record.partition, record.offset, key, record.timestamp, headers, event)
+
+
+def decode_record(record: ConsumerRecord) -> Envelope:
+    """A consumed record as an :class:`Envelope`; raise ``CodecError`` if it is not a valid event."""
+    return _decode_record(record)
 
 
 BatchHandler = Callable[[list[Envelope]], Awaitable[None]]

@@ -44,7 +44,10 @@ DELIVERY_REQUESTS = "gravity.fanout.requests.v1"
 """On-demand deliveries asked for through the registry API; key = appId."""
 
 FANOUT_RETRY = "gravity.fanout.retry.v1"
-"""Fanout's durable retry queue: failed deliveries with the time of their next attempt; key = appId."""
+"""Fanout's durable retry queue: failed deliveries with the time of their next attempt; key = appId.
+
+One partition per step of the retry schedule (the producer picks it), so every record of a partition
+waits about as long as the others and the partition's head is always the next one due."""
 
 DEAD_LETTER = "gravity.dead-letter.v1"
 """Records no consumer could decode, copied with their origin in headers."""
@@ -69,6 +72,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(APPS, 1, _COMPACT),
     TopicSpec(DELIVERIES, 6),
     TopicSpec(DELIVERY_REQUESTS, 6),
-    TopicSpec(FANOUT_RETRY, 6),
+    TopicSpec(FANOUT_RETRY, 8),
     TopicSpec(DEAD_LETTER, 1),
 )

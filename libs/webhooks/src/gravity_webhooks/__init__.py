@@ -1,7 +1,7 @@
 """gravity_webhooks: Standard Webhooks signing and the one delivery client fanout and registry use."""
 
 from gravity_webhooks.client import RESPONSE_BODY_LIMIT, DeliveryClient, DeliveryResult
-from gravity_webhooks.crypto import DecryptionError, SecretBox
+from gravity_webhooks.crypto import DEVELOPMENT_SECRET_KEY, DecryptionError, SecretBox
 from gravity_webhooks.signing import (
     SignatureError,
     new_signing_secret,
@@ -17,6 +17,7 @@ from gravity_webhooks.urls import (
 )
 
 __all__ = [
+    "DEVELOPMENT_SECRET_KEY",
     "RESPONSE_BODY_LIMIT",
     "BlockedAddressError",
     "DecryptionError",

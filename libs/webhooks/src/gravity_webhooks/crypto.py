@@ -13,9 +13,13 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["DecryptionError", "SecretBox"]
+__all__ = ["DEVELOPMENT_SECRET_KEY", "DecryptionError", "SecretBox"]
 
 _INFO = b"gravity-sms secrets v1"
+
+DEVELOPMENT_SECRET_KEY = "gravity-development-secret-key-do-not-use-in-production"  # noqa: S105
+"""What registry and fanout use when ``GRAVITY_SECRET_KEY`` is unset in development (published, so
+never secret); production refuses to start without a real key."""
 
 
 class DecryptionError(ValueError):

@@ -2,19 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gravity_events.settings import KafkaSettings
+from gravity_webhooks import DEVELOPMENT_SECRET_KEY
 
-__all__ = ["Settings"]
+__all__ = ["DEFAULT_RETRY_SCHEDULE", "Settings"]
+
+DEFAULT_RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0, 21600.0, 43200.0)
+"""Seconds before attempts 2…9: 5 s, 30 s, 2 min, 10 min, 30 min, 2 h, 6 h, 12 h (about 21 h in all)."""
 
 
 class Settings(KafkaSettings):
-    """``GRAVITY_FANOUT_*`` plus the shared broker variables."""
+    """``GRAVITY_FANOUT_*``, ``GRAVITY_SECRET_KEY`` and the broker variables."""
 
     env: Literal["development", "production"] = Field("development", validation_alias="GRAVITY_ENV")
     log_level: str = Field("info", validation_alias="GRAVITY_LOG_LEVEL")
     host: str = Field("127.0.0.1", validation_alias="GRAVITY_FANOUT_HOST")
     port: int = Field(8003, validation_alias="GRAVITY_FANOUT_PORT")
+    secret_key: SecretStr | None = Field(None, validation_alias="GRAVITY_SECRET_KEY")
+    consumer_group: str = Field("gravity-fanout", validation_alias="GRAVITY_FANOUT_CONSUMER_GROUP")
+    timeout_seconds: float = Field(5.0, gt=0, validation_alias="GRAVITY_FANOUT_TIMEOUT_SECONDS")
+    per_app_concurrency: int = Field(8, ge=1, validation_alias="GRAVITY_FANOUT_PER_APP_CONCURRENCY")
+    per_app_queue: int = Field(200, ge=1, validation_alias="GRAVITY_FANOUT_PER_APP_QUEUE")
+    max_in_flight: int = Field(5000, ge=1, validation_alias="GRAVITY_FANOUT_MAX_IN_FLIGHT")
+    retry_concurrency: int = Field(100, ge=1, validation_alias="GRAVITY_FANOUT_RETRY_CONCURRENCY")
+    retry_schedule: tuple[float, ...] = Field(
+        DEFAULT_RETRY_SCHEDULE, validation_alias="GRAVITY_FANOUT_RETRY_SCHEDULE"
+    )
+    retry_jitter: float = Field(0.1, ge=0, lt=1, validation_alias="GRAVITY_FANOUT_RETRY_JITTER")
+    disable_after_seconds: float = Field(
+        5 * 86_400, gt=0, validation_alias="GRAVITY_FANOUT_DISABLE_AFTER_SECONDS"
+    )
+    max_connections: int = Field(1000, ge=1, validation_alias="GRAVITY_FANOUT_MAX_CONNECTIONS")
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> object:
+        """Accept ``[5, 30, 120]`` (JSON) or ``5,30,120`` as well as a sequence."""
+        if isinstance(value, str):
+            text = value.strip().removeprefix("[").removesuffix("]")
+            return tuple(float(part) for part in text.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _secret_key(self) -> Self:
+        if self.secret_key is None or not self.secret_key.get_secret_value():
+            if self.env == "production":
+                raise ValueError("production needs GRAVITY_SECRET_KEY (the registry's)")
+            self.secret_key = SecretStr(DEVELOPMENT_SECRET_KEY)
+        if not self.retry_schedule:
+            raise ValueError("GRAVITY_FANOUT_RETRY_SCHEDULE needs at least one delay")
+        return self
+
+    @property
+    def production(self) -> bool:
+        """``GRAVITY_ENV=production``."""
+        return self.env == "production"

@@ -7,11 +7,12 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 
 from gravity_events.settings import KafkaSettings
+from gravity_webhooks import DEVELOPMENT_SECRET_KEY
 
 __all__ = ["Settings"]
 
 DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - the documented development default
-DEV_SECRET_KEY = "gravity-development-secret-key-do-not-use-in-production"  # noqa: S105
+DEV_SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 
 class Settings(KafkaSettings):

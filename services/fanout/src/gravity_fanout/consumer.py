@@ -1,0 +1,361 @@
+"""Fanout's three consumers and the per-app lanes that keep apps independent.
+
+- :class:`InboundConsumer` reads ``sms_inbound`` in the consumer group. Each message becomes one job per
+  target app, put on that app's :class:`Lane`; the consumer goes on reading. An offset is committed only
+  when every job of its message and of every earlier message of the partition has finished its first
+  attempt (success, or failure recorded and its retry queued): at-least-once. A full lane (a slow or dead
+  endpoint) does not block: the job is handed to the retry queue, due now. ``max_in_flight`` bounds the
+  messages not yet finished; beyond it the consumer stops fetching.
+- :class:`RetryConsumer` reads ``gravity.fanout.retry.v1`` in its own group. A record not yet due pauses
+  its partition (one partition per schedule step, so the head is always the next due) until it is.
+- :func:`make_request_consumer`: manual re-sends asked through the registry API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from gravity_events import topics
+from gravity_events.codec import CodecError
+from gravity_events.kafka import Envelope, EventConsumer, dead_letter, decode_record
+from gravity_events.models import DeliveryRequested, DeliveryRetry, SmsInbound
+from gravity_fanout.handlers import App, AppTable, Deliverer
+from gravity_fanout.settings import Settings
+
+__all__ = ["InboundConsumer", "Lane", "Lanes", "RetryConsumer", "make_request_consumer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    app: App
+    event: SmsInbound
+    done: asyncio.Future[None]
+
+
+class Lane:
+    """One app's queue and workers: its slowness stays its own."""
+
+    def __init__(self, deliverer: Deliverer, *, size: int, workers: int) -> None:
+        self._deliverer = deliverer
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=size)
+        self._workers = [asyncio.create_task(self._work()) for _ in range(workers)]
+
+    async def submit(self, app: App, event: SmsInbound) -> None:
+        """Return when the first attempt finished, or at once after deferring it if the lane is full."""
+        job = _Job(app, event, asyncio.get_running_loop().create_future())
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            await self._deliverer.defer(app, event)
+            return
+        await job.done
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._deliverer.attempt(job.app, job.event, attempt=1)
+                job.done.set_result(None)
+            except Exception as exc:  # the attempt could not be recorded: the message must be re-read
+                log.exception("delivery to app %s could not be recorded", job.app.app_id)
+                job.done.set_exception(exc)
+
+    def close(self) -> None:
+        """Stop the workers; queued jobs fail (their messages are not committed and come back)."""
+        for task in self._workers:
+            task.cancel()
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            job.done.set_exception(RuntimeError("lane closed"))
+
+
+class Lanes:
+    """A lane per app, created on first use, closed when the app stops receiving."""
+
+    def __init__(self, deliverer: Deliverer, settings: Settings) -> None:
+        self._deliverer = deliverer
+        self._settings = settings
+        self._lanes: dict[str, Lane] = {}
+
+    def lane(self, app_id: str) -> Lane:
+        """The app's lane."""
+        lane = self._lanes.get(app_id)
+        if lane is None:
+            lane = self._lanes[app_id] = Lane(
+                self._deliverer,
+                size=self._settings.per_app_queue,
+                workers=self._settings.per_app_concurrency,
+            )
+        return lane
+
+    def drop(self, app_id: str) -> None:
+        """The app was removed, lost its URL or was disabled."""
+        lane = self._lanes.pop(app_id, None)
+        if lane is not None:
+            lane.close()
+
+    def close(self) -> None:
+        """Close every lane."""
+        for app_id in list(self._lanes):
+            self.drop(app_id)
+
+
+@dataclass
+class _Partition:
+    """Offsets read and not yet committable, in order; True once finished."""
+
+    offsets: OrderedDict[int, bool] = field(default_factory=OrderedDict)
+
+    def committable(self) -> int | None:
+        """The offset to commit (first unfinished), popping the finished prefix."""
+        last: int | None = None
+        while self.offsets:
+            offset, finished = next(iter(self.offsets.items()))
+            if not finished:
+                return offset
+            self.offsets.popitem(last=False)
+            last = offset
+        return None if last is None else last + 1
+
+
+class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
+    """``sms_inbound`` → a job per target app; commit the finished prefix of each partition."""
+
+    def __init__(self, settings: Settings, apps: AppTable, lanes: Lanes, producer: AIOKafkaProducer) -> None:
+        self._apps = apps
+        self._lanes = lanes
+        self._producer = producer
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=settings.consumer_group,
+            client_id="gravity-fanout",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
+            max_poll_interval_ms=300_000,
+        )
+
+    async def start(self) -> None:
+        """Connect and join the group."""
+        await self._consumer.start()
+        self._consumer.subscribe([topics.SMS_INBOUND], listener=self)
+
+    def stop(self) -> None:
+        """Stop reading; the loop commits what finished and returns."""
+        self._stopping = True
+
+    async def close(self) -> None:
+        """Leave the group."""
+        await self._consumer.stop()
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Commit what finished before the partitions move to another copy."""
+        await self._commit()
+        for tp in revoked:
+            self._partitions.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Nothing to do: reading resumes from the committed offsets."""
+
+    async def run(self) -> None:
+        """Read, dispatch, commit, until stopped."""
+        while not self._stopping:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
+            for tp, records in batch.items():
+                for record in records:
+                    await self._slots.acquire()  # backpressure: stop reading when too much is unfinished
+                    self._partitions.setdefault(tp, _Partition()).offsets[record.offset] = False
+                    task = asyncio.create_task(self._dispatch(tp, record))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            await self._commit()
+        await self._commit()
+
+    async def _dispatch(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        try:
+            try:
+                event = decode_record(record).event
+            except CodecError as exc:
+                await dead_letter(self._producer, record, exc)
+                event = None
+            if isinstance(event, SmsInbound) and not await self._deliver(event):
+                return  # stopping with work undone: not committed, read again after the restart
+            self._finish(tp, record.offset)
+        except Exception:
+            log.exception(
+                "message at %s/%s could not be dispatched; it will be read again", tp, record.offset
+            )
+        finally:
+            self._slots.release()
+
+    async def _deliver(self, event: SmsInbound) -> bool:
+        """First attempts to every target app; a job that could not be recorded is tried again."""
+        pending = self._apps.targets(event.tenant_id)
+        while pending:
+            outcomes = await asyncio.gather(
+                *(self._lanes.lane(app.app_id).submit(app, event) for app in pending), return_exceptions=True
+            )
+            pending = [
+                app
+                for app, outcome in zip(pending, outcomes, strict=True)
+                if isinstance(outcome, Exception) and app in self._apps.targets(event.tenant_id)
+            ]
+            if pending:
+                if self._stopping:
+                    return False
+                await asyncio.sleep(1.0)  # the broker refused the attempt record: back off, try again
+        return True
+
+    def _finish(self, tp: TopicPartition, offset: int) -> None:
+        part = self._partitions.get(tp)
+        if part is not None and offset in part.offsets:
+            part.offsets[offset] = True
+
+    async def _commit(self) -> None:
+        offsets = {}
+        for tp, part in self._partitions.items():
+            position = part.committable()
+            if position is not None:
+                offsets[tp] = OffsetAndMetadata(position, "")
+        if offsets:
+            with contextlib.suppress(Exception):  # a rebalance in progress: the next commit catches up
+                await self._consumer.commit(offsets)
+
+
+class RetryConsumer:
+    """Due retries from the retry queue; a partition whose head is not due yet is paused until it is."""
+
+    def __init__(
+        self, settings: Settings, apps: AppTable, deliverer: Deliverer, producer: AIOKafkaProducer
+    ) -> None:
+        self._apps = apps
+        self._deliverer = deliverer
+        self._producer = producer
+        self._concurrency = asyncio.Semaphore(settings.retry_concurrency)
+        self._batch_limit = settings.retry_concurrency
+        self._paused_until: dict[TopicPartition, float] = {}
+        self._stopping = False
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=settings.consumer_group + "-retry",
+            client_id="gravity-fanout",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
+        )
+
+    async def start(self) -> None:
+        """Connect and join the group."""
+        await self._consumer.start()
+        self._consumer.subscribe([topics.FANOUT_RETRY])
+
+    def stop(self) -> None:
+        """Stop after the batch in hand."""
+        self._stopping = True
+
+    async def close(self) -> None:
+        """Leave the group."""
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Deliver due retries until stopped."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            for tp, until in list(self._paused_until.items()):
+                if until <= loop.time():
+                    del self._paused_until[tp]
+                    if tp in self._consumer.assignment():
+                        self._consumer.resume(tp)
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=200)
+            for tp, records in batch.items():
+                await self._partition_batch(tp, records)
+
+    async def _partition_batch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        due: list[DeliveryRetry] = []
+        last = None
+        now = self._deliverer.now()
+        for record in records:
+            try:
+                event = decode_record(record).event
+            except CodecError as exc:
+                await dead_letter(self._producer, record, exc)
+                last = record.offset
+                continue
+            app = self._apps.get(event.app_id) if isinstance(event, DeliveryRetry) else None
+            if not isinstance(event, DeliveryRetry) or app is None or not app.deliverable:
+                last = record.offset  # nothing to wait for: the app is gone, disabled or has no URL
+                continue
+            if event.due_at > now:  # wait for it: read it again when due
+                self._consumer.seek(tp, record.offset)
+                self._consumer.pause(tp)
+                wait = (event.due_at - now).total_seconds()
+                self._paused_until[tp] = asyncio.get_running_loop().time() + min(wait, 60.0)
+                break
+            if len(due) >= self._batch_limit:  # a round is at most one attempt long: seek back for the rest
+                self._consumer.seek(tp, record.offset)
+                break
+            due.append(event)
+            last = record.offset
+        await asyncio.gather(*(self._retry(event) for event in due))
+        if last is not None:
+            await self._consumer.commit({tp: OffsetAndMetadata(last + 1, "")})
+
+    async def _retry(self, event: DeliveryRetry) -> None:
+        app = self._apps.get(event.app_id)
+        if app is None or not app.deliverable:
+            log.info(
+                "dropping retry %d of %s to app %s: it no longer receives",
+                event.attempt,
+                event.event.message_id,
+                event.app_id,
+            )
+            return
+        async with self._concurrency:
+            await self._deliverer.attempt(
+                app, event.event, attempt=event.attempt, first_attempted_at=event.first_attempted_at
+            )
+
+
+def make_request_consumer(
+    settings: Settings, apps: AppTable, deliverer: Deliverer, producer: AIOKafkaProducer
+) -> EventConsumer:
+    """Manual re-sends (``POST …/deliveries/{messageId}/retry``): a fresh delivery, attempt 1."""
+
+    async def handle(batch: list[Envelope]) -> None:
+        jobs = []
+        for envelope in batch:
+            request = envelope.event
+            if not isinstance(request, DeliveryRequested):
+                continue
+            app = apps.get(request.app_id)
+            if app is None or not app.webhook_url or not app.secrets:
+                log.info("manual delivery to app %s skipped: it has no webhookUrl", request.app_id)
+                continue
+            jobs.append(deliverer.attempt(app, request.event, attempt=1))
+        await asyncio.gather(*jobs)
+
+    return EventConsumer(
+        settings,
+        topics=[topics.DELIVERY_REQUESTS],
+        group_id=settings.consumer_group + "-requests",
+        handler=handle,
+        producer=producer,
+        client_id="gravity-fanout",
+    )

@@ -1,0 +1,257 @@
+"""What fanout knows and does: the apps table (from the change stream), the retry schedule, and one
+delivery attempt with everything that follows from it (attempt record, next retry, disabling).
+
+Apps arrive only from ``gravity.registry.apps.v1``; signing secrets travel there encrypted and are
+decrypted here with ``GRAVITY_SECRET_KEY``. Every attempt is published on ``gravity.deliveries.v1``;
+a failed one that may be retried is appended to ``gravity.fanout.retry.v1`` before the attempt counts
+as finished, so a crash never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from aiokafka import AIOKafkaProducer
+
+from gravity_events import topics
+from gravity_events.codec import encode, encode_headers
+from gravity_events.ids import utcnow
+from gravity_events.kafka import Envelope
+from gravity_events.models import (
+    AppDeleted,
+    AppEndpointDisabled,
+    AppUpserted,
+    DeliveryAttempt,
+    DeliveryRetry,
+    Event,
+    SmsInbound,
+)
+from gravity_webhooks import DecryptionError, DeliveryClient, DeliveryResult, SecretBox
+
+__all__ = ["RETRY_BUCKETS", "App", "AppTable", "Clock", "Deliverer", "RetryPolicy", "retry_partition"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class App:
+    """One app's delivery configuration, secrets decrypted."""
+
+    app_id: str
+    tenant_id: str
+    webhook_url: str | None
+    disabled: bool
+    secrets: list[tuple[str, datetime | None]]
+    updated_at: datetime
+    failing_since: datetime | None = None
+
+    def live_secrets(self, now: datetime) -> list[str]:
+        """Secrets to sign with now (the previous one only until its rotation window ends)."""
+        return [s for s, expires in self.secrets if expires is None or expires > now]
+
+    @property
+    def deliverable(self) -> bool:
+        """Has a URL, is enabled, and has a secret to sign with."""
+        return bool(self.webhook_url) and not self.disabled and bool(self.secrets)
+
+
+@dataclass
+class AppTable:
+    """appId → App and tenantId → its apps, kept current by the apps change stream."""
+
+    box: SecretBox
+    on_removed: Callable[[str], None] = lambda app_id: None
+    _apps: dict[str, App] = field(default_factory=dict)
+    _by_tenant: dict[str, dict[str, App]] = field(default_factory=dict)
+
+    def apply(self, envelope: Envelope) -> None:
+        """Apply one change record (last write wins, as on the compacted topic)."""
+        event = envelope.event
+        if isinstance(event, AppUpserted):
+            self._upsert(event)
+        elif isinstance(event, AppDeleted):
+            self._remove(event.app_id)
+
+    def _upsert(self, event: AppUpserted) -> None:
+        try:
+            secrets = [(self.box.decrypt(s.ciphertext), s.expires_at) for s in event.signing_secrets]
+        except DecryptionError:
+            log.error("app %s: its signing secret cannot be decrypted with GRAVITY_SECRET_KEY", event.app_id)
+            secrets = []
+        old = self._apps.get(event.app_id)
+        app = App(
+            app_id=event.app_id,
+            tenant_id=event.tenant_id,
+            webhook_url=event.webhook_url,
+            disabled=event.disabled,
+            secrets=secrets,
+            updated_at=event.updated_at,
+            failing_since=old.failing_since if old is not None and not event.disabled else None,
+        )
+        if old is not None and old.disabled and not event.disabled:
+            app.failing_since = None  # re-enabled: the failure clock starts again
+        self._apps[app.app_id] = app
+        self._by_tenant.setdefault(app.tenant_id, {})[app.app_id] = app
+        if not app.deliverable:
+            self.on_removed(app.app_id)
+
+    def _remove(self, app_id: str) -> None:
+        app = self._apps.pop(app_id, None)
+        if app is not None:
+            self._by_tenant.get(app.tenant_id, {}).pop(app_id, None)
+        self.on_removed(app_id)
+
+    def get(self, app_id: str) -> App | None:
+        """The app, if it exists."""
+        return self._apps.get(app_id)
+
+    def targets(self, tenant_id: str) -> list[App]:
+        """The tenant's apps that receive deliveries now."""
+        return [a for a in self._by_tenant.get(tenant_id, {}).values() if a.deliverable]
+
+    def __len__(self) -> int:
+        return len(self._apps)
+
+
+RETRY_BUCKETS = (10.0, 60.0, 300.0, 1200.0, 3600.0, 14400.0, 28800.0)
+"""Upper bounds (seconds) of the delay buckets; bucket i is partition i of the retry topic."""
+
+
+def retry_partition(delay: float, partitions: int) -> int:
+    """The retry-topic partition for a retry due in ``delay`` seconds.
+
+    Records of one partition have delays of the same order, so the partition's head is (nearly) always
+    the next one due, and a long ``Retry-After`` never holds up short retries. A retry may therefore
+    run late by at most its bucket's width (e.g. up to 50 s for delays between 10 s and 60 s).
+    """
+    bucket = next((i for i, bound in enumerate(RETRY_BUCKETS) if delay < bound), len(RETRY_BUCKETS))
+    return min(bucket, partitions - 1)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When the next attempt happens, and whether there is one."""
+
+    schedule: Sequence[float]
+    jitter: float = 0.1
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int, result: DeliveryResult) -> float | None:
+        """Seconds until attempt ``attempt + 1`` after attempt ``attempt`` failed; None: give up.
+
+        ``Retry-After`` on 429/503 is honoured (never shorter than it). Any other 4xx except 408 ends
+        retries: the endpoint refused this payload and the same bytes would be refused again.
+        """
+        status = result.status
+        if status is not None and 400 <= status < 500 and status not in (408, 429):
+            return None
+        if attempt > len(self.schedule):
+            return None
+        base = self.schedule[attempt - 1]
+        delay = base * (1 + self.rng.uniform(-self.jitter, self.jitter))
+        if status in (429, 503) and result.retry_after is not None:
+            delay = max(delay, result.retry_after)
+        return delay
+
+
+@dataclass
+class Deliverer:
+    """One attempt and its consequences. Shared by first attempts, retries and manual requests."""
+
+    client: DeliveryClient
+    producer: AIOKafkaProducer
+    apps: AppTable
+    policy: RetryPolicy
+    disable_after: timedelta
+    retry_partitions: int
+    now: Clock = utcnow
+
+    async def attempt(
+        self, app: App, event: SmsInbound, *, attempt: int, first_attempted_at: datetime | None = None
+    ) -> DeliveryResult:
+        """POST ``event`` to ``app``, record the attempt, schedule the next one if it failed."""
+        started = self.now()
+        first = first_attempted_at or started
+        url = app.webhook_url or ""
+        result = await self.client.deliver(
+            url, encode(event), message_id=event.message_id, secrets=app.live_secrets(started)
+        )
+        next_at: datetime | None = None
+        sends = []
+        if not result.ok:
+            delay = self.policy.delay(attempt, result)
+            if delay is not None:
+                next_at = self.now() + timedelta(seconds=delay)
+                retry = DeliveryRetry(
+                    app_id=app.app_id,
+                    tenant_id=app.tenant_id,
+                    attempt=attempt + 1,
+                    due_at=next_at,
+                    first_attempted_at=first,
+                    event=event,
+                )
+                partition = retry_partition(delay, self.retry_partitions)
+                sends.append(await self._send(topics.FANOUT_RETRY, app.app_id, retry, partition=partition))
+        record = DeliveryAttempt(
+            app_id=app.app_id,
+            tenant_id=app.tenant_id,
+            message_id=event.message_id,
+            attempt=attempt,
+            succeeded=result.ok,
+            response_code=result.status,
+            duration_ms=result.duration_ms,
+            error=result.error,
+            attempted_at=started,
+            next_attempt_at=next_at,
+        )
+        sends.append(await self._send(topics.DELIVERIES, app.app_id, record))
+        disabled = self._track_health(app, result.ok, first)
+        if disabled is not None:
+            sends.append(await self._send(topics.DELIVERIES, app.app_id, disabled))
+        await asyncio.gather(*sends)  # durable before the attempt counts as finished
+        return result
+
+    async def defer(self, app: App, event: SmsInbound) -> None:
+        """Hand a first attempt to the retry queue, due now (the app's lane is full)."""
+        now = self.now()
+        retry = DeliveryRetry(
+            app_id=app.app_id,
+            tenant_id=app.tenant_id,
+            attempt=1,
+            due_at=now,
+            first_attempted_at=now,
+            event=event,
+        )
+        await (await self._send(topics.FANOUT_RETRY, app.app_id, retry, partition=0))
+
+    async def _send(
+        self, topic: str, key: str, event: Event, *, partition: int | None = None
+    ) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = await self.producer.send(
+            topic, encode(event), key=key.encode(), headers=encode_headers(event), partition=partition
+        )
+        return future
+
+    def _track_health(self, app: App, ok: bool, first: datetime) -> AppEndpointDisabled | None:
+        """Continuous failure for ``disable_after`` disables the app (Svix does this after 5 days)."""
+        if ok:
+            app.failing_since = None
+            return None
+        since = min(app.failing_since or first, first)
+        app.failing_since = since
+        now = self.now()
+        if app.disabled or now - since < self.disable_after:
+            return None
+        app.disabled = True
+        log.warning("app %s disabled: its endpoint has failed since %s", app.app_id, since.isoformat())
+        self.apps.on_removed(app.app_id)
+        return AppEndpointDisabled(
+            app_id=app.app_id, tenant_id=app.tenant_id, failing_since=since, disabled_at=now
+        )
