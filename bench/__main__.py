@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.common import ROOT, machine_facts
 
-BENCHES = ("ingest", "projection")
+BENCHES = ("ingest", "projection", "fanout")
 
 
 def main(argv: list[str] | None = None) -> None:

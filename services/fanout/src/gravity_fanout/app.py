@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from gravity_events import topics
 from gravity_events.kafka import ChangeStreamReader, ensure_topics, make_producer
 from gravity_fanout.consumer import InboundConsumer, Lanes, RetryConsumer, make_request_consumer
-from gravity_fanout.handlers import AppTable, Deliverer, RetryPolicy
+from gravity_fanout.handlers import AppTable, ClientPool, Deliverer, RetryPolicy
 from gravity_fanout.settings import Settings
 from gravity_webhooks import DeliveryClient, SecretBox
 
@@ -36,17 +36,20 @@ def create_app(settings: Settings) -> FastAPI:
         await ensure_topics(settings)
         producer = make_producer(settings, client_id="gravity-fanout")
         await producer.start()
-        client = DeliveryClient(
-            production=settings.production,
-            user_agent=USER_AGENT,
-            timeout=settings.timeout_seconds,
-            max_connections=settings.max_connections,
+        clients = ClientPool(
+            lambda: DeliveryClient(
+                production=settings.production,
+                user_agent=USER_AGENT,
+                timeout=settings.timeout_seconds,
+                max_connections=settings.max_connections_per_app,
+                max_keepalive_per_pool=settings.max_connections_per_app,
+            )
         )
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else ""
         apps = AppTable(SecretBox(secret_key))
         partitions = len(await producer.partitions_for(topics.FANOUT_RETRY))
         deliverer = Deliverer(
-            client=client,
+            clients=clients,
             producer=producer,
             apps=apps,
             policy=RetryPolicy(settings.retry_schedule, settings.retry_jitter),
@@ -54,7 +57,12 @@ def create_app(settings: Settings) -> FastAPI:
             retry_partitions=partitions,
         )
         lanes = Lanes(deliverer, settings)
-        apps.on_removed = lanes.drop
+
+        def removed(app_id: str) -> None:
+            lanes.drop(app_id)
+            clients.drop(app_id)
+
+        apps.on_removed = removed
         reader = ChangeStreamReader(
             settings, topics=[topics.APPS], apply=apps.apply, client_id="gravity-fanout"
         )
@@ -84,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
             reader.stop()
             await reader_task
             await reader.close()
-            await client.aclose()
+            await clients.aclose()
             await producer.stop()
 
     app = FastAPI(title="Gravity fanout", version="0.1.0", lifespan=lifespan)

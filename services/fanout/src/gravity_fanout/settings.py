@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from gravity_events.settings import KafkaSettings
 from gravity_webhooks import DEVELOPMENT_SECRET_KEY
@@ -29,19 +30,21 @@ class Settings(KafkaSettings):
     per_app_queue: int = Field(200, ge=1, validation_alias="GRAVITY_FANOUT_PER_APP_QUEUE")
     max_in_flight: int = Field(5000, ge=1, validation_alias="GRAVITY_FANOUT_MAX_IN_FLIGHT")
     retry_concurrency: int = Field(100, ge=1, validation_alias="GRAVITY_FANOUT_RETRY_CONCURRENCY")
-    retry_schedule: tuple[float, ...] = Field(
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         DEFAULT_RETRY_SCHEDULE, validation_alias="GRAVITY_FANOUT_RETRY_SCHEDULE"
     )
     retry_jitter: float = Field(0.1, ge=0, lt=1, validation_alias="GRAVITY_FANOUT_RETRY_JITTER")
     disable_after_seconds: float = Field(
         5 * 86_400, gt=0, validation_alias="GRAVITY_FANOUT_DISABLE_AFTER_SECONDS"
     )
-    max_connections: int = Field(1000, ge=1, validation_alias="GRAVITY_FANOUT_MAX_CONNECTIONS")
+    max_connections_per_app: int = Field(16, ge=1, validation_alias="GRAVITY_FANOUT_MAX_CONNECTIONS_PER_APP")
 
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: object) -> object:
         """Accept ``[5, 30, 120]`` (JSON) or ``5,30,120`` as well as a sequence."""
+        if isinstance(value, int | float):
+            return (float(value),)
         if isinstance(value, str):
             text = value.strip().removeprefix("[").removesuffix("]")
             return tuple(float(part) for part in text.split(",") if part.strip())
