@@ -185,9 +185,10 @@ async def test_slow_and_dead_apps_do_not_delay_a_fast_one(
         receiver.behave("/slow", delay=4.9)
         receiver.behave("/hang", hang=True)
         receiver.behave("/fail", status=500)
-        for path in ("/slow", "/hang", "/fail", "/fast"):
-            await world.app(receiver.url(path))
-        await world.app(f"http://127.0.0.1:{free_port()}/refused")
+        ids_ = {
+            path: (await world.app(receiver.url(path)))[0] for path in ("/slow", "/hang", "/fail", "/fast")
+        }
+        refused_id, _ = await world.app(f"http://127.0.0.1:{free_port()}/refused")
         events = await world.send(30)
         await eventually(lambda: len(receiver.received("/fast")) >= 30, timeout=10)
         fast_done = receiver.received("/fast")[-1].at
@@ -196,6 +197,10 @@ async def test_slow_and_dead_apps_do_not_delay_a_fast_one(
         assert fast_done < first_slow + 4.9
         assert sorted(bodies(receiver, "/fast")) == sorted(encode(e) for e in events)
         assert len(receiver.received("/fail")) >= 30 and receiver.received("/hang")
+        [hung, *_] = await deliveries(kafka_settings, ids_["/hang"], 1)
+        assert hung.error == "timed out after 5 s" and hung.duration_ms >= 4900 and hung.response_code is None
+        [refused, *_] = await deliveries(kafka_settings, refused_id, 1)
+        assert refused.error.startswith("connection failed") and refused.response_code is None
 
 
 def test_retry_schedule_and_its_rules() -> None:
@@ -384,8 +389,8 @@ async def test_a_flood_to_a_slow_endpoint_is_deferred_not_buffered(
         receiver.behave("/slow", delay=0.5)
         app_id, _ = await world.app(receiver.url("/slow"))
         await world.app(receiver.url("/fast"))
-        events = await world.send(2000)
-        await eventually(lambda: len(receiver.received("/fast")) >= 2000, timeout=90)
+        events = await world.send(10_000)
+        await eventually(lambda: len(receiver.received("/fast")) >= 10_000, timeout=180)
         async with TopicTail(kafka_settings, topics.FANOUT_RETRY) as tail:
 
             async def deferred() -> list[Any]:
@@ -394,7 +399,7 @@ async def test_a_flood_to_a_slow_endpoint_is_deferred_not_buffered(
                     for r in await tail.poll()
                     if r.key == app_id.encode()
                 ]
-                return found if len(found) >= 1000 else []
+                return found if len(found) >= 5000 else []
 
             queued = await eventually(deferred, timeout=30)
     # the slow lane held at most 20 jobs; most of the rest went to the durable retry queue, due at once
