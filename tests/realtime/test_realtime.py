@@ -24,10 +24,11 @@ from gravity_events import ids, topics
 from gravity_events.models import RcNotification
 from gravity_events.settings import KafkaSettings
 from gravity_realtime.app import create_app as create_realtime
+from gravity_realtime.protocol import AbortableWebSocketProtocol
 from gravity_realtime.settings import Settings as RealtimeSettings
 from gravity_registry.app import create_app as create_registry
 
-WS_CONFIG = {"ws": "websockets-sansio", "ws_per_message_deflate": False}
+WS_CONFIG = {"ws": AbortableWebSocketProtocol, "ws_per_message_deflate": False}
 
 
 @dataclass
@@ -260,3 +261,74 @@ async def test_restart_closes_with_1012_and_the_client_resumes_elsewhere(stack: 
     got = [f["messageId"] for f in await _frames(resumed, 5)]
     assert got == missed + later
     await resumed.close()
+
+
+async def test_a_client_that_stops_reading_is_cut_off_while_others_keep_receiving(stack: Stack) -> None:
+    """A raw client with a 4 KiB receive buffer completes the handshake and never reads again."""
+    import base64
+    import socket
+
+    settings = _realtime_settings(
+        stack.kafka,
+        stack.registry_port,
+        GRAVITY_REALTIME_MAX_QUEUED_FRAMES=40,
+        GRAVITY_REALTIME_CLOSE_GRACE_SECONDS=1.0,
+    )
+    app = create_realtime(settings)
+    async with serve(app, force_exit=True, **WS_CONFIG) as port:
+        async with httpx.AsyncClient() as c:
+            await eventually(lambda: _ready(c, f"http://127.0.0.1:{port}/readyz"), timeout=30)
+        tenant = await stack.tenant()
+        url = f"ws://127.0.0.1:{port}/v1/ws"
+        reader = await _connect(url, tenant["apiKey"], max_size=2**20)
+
+        loop = asyncio.get_running_loop()
+        slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
+        slow.setblocking(False)
+        await loop.sock_connect(slow, ("127.0.0.1", port))
+        key = base64.b64encode(secrets.token_bytes(16)).decode()
+        await loop.sock_sendall(
+            slow,
+            (
+                f"GET /v1/ws?token={tenant['apiKey']} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode(),
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += await loop.sock_recv(slow, 1)
+        assert answer.startswith(b"HTTP/1.1 101")
+        await eventually(lambda: len(app.state.hub) == 2, timeout=5)
+        try:
+            big = "x" * 60_000
+            sent: list[str] = []
+            for _wave in range(10):  # ~18 MB in waves the reading client keeps up with
+                events = []
+                for _ in range(30):
+                    body = notification("sub-rt", subject=big)
+                    events.append(
+                        RcNotification(
+                            tenant_id=tenant["tenantId"],
+                            subscription_id="sub-rt",
+                            rc_message_id=body["body"]["id"],
+                            received_at=stack._next_received_at(),
+                            notification=body,
+                        )
+                    )
+                await publish_events(stack.kafka, topics.RC_RAW, *((e.rc_message_id, e) for e in events))
+                frames = [orjson.loads(await asyncio.wait_for(reader.recv(), 30)) for _ in range(30)]
+                assert {f["rcMessageId"] for f in frames} == {e.rc_message_id for e in events}
+                sent += [e.rc_message_id for e in events]
+            # the slow one was dropped; the reading one is still connected
+            await eventually(lambda: len(app.state.hub) == 1, timeout=15)
+            await reader.send("still here")  # the reading client's socket is alive
+            # the server ended the slow connection: reading it runs into a reset or EOF after what was
+            # already in flight (a live connection would hit the 10 s timeout here instead)
+            with contextlib.suppress(ConnectionResetError):
+                while await asyncio.wait_for(loop.sock_recv(slow, 65536), 10):
+                    pass
+        finally:
+            slow.close()
+            await reader.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from gravity_realtime.app import create_app
+from gravity_realtime.protocol import AbortableWebSocketProtocol
 from gravity_realtime.settings import Settings
 
 
@@ -18,7 +19,7 @@ def main() -> None:
         log_level=settings.log_level,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
+        ws=AbortableWebSocketProtocol,  # websockets-sansio that can drop a non-reading client
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ping_interval_seconds,
         ws_ping_timeout=settings.ping_timeout_seconds,

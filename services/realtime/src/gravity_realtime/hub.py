@@ -15,6 +15,8 @@ from collections import defaultdict
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from gravity_realtime.protocol import ABORT_EXTENSION
+
 __all__ = ["Client", "Hub"]
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,23 @@ CLOSE_REVOKED = 4401
 CLOSE_RESTART = 1012
 
 
+def _abort(ws: WebSocket) -> bool:
+    """Drop the TCP connection at once; True if the server offers it (see :mod:`.protocol`)."""
+    abort = ws.scope.get("extensions", {}).get(ABORT_EXTENSION)
+    if not callable(abort):
+        return False
+    abort()
+    return True
+
+
 class Client:
     """One socket: its tenant, its key, its outbound queue."""
 
-    def __init__(self, ws: WebSocket, *, tenant_id: str, key_id: str, max_queued: int) -> None:
+    def __init__(
+        self, ws: WebSocket, *, tenant_id: str, key_id: str, max_queued: int, abort_after: float = 5.0
+    ) -> None:
         self.ws = ws
+        self.abort_after = abort_after
         self.tenant_id = tenant_id
         self.key_id = key_id
         self.queue: asyncio.Queue[tuple[str | None, bytes] | None] = asyncio.Queue(max_queued)
@@ -47,9 +61,10 @@ class Client:
             self.close(CLOSE_BUFFER_FULL)
 
     def close(self, code: int) -> None:
-        """Ask the writer to close the socket with ``code``."""
+        """Ask the writer to close the socket with ``code``; drop the connection if it cannot."""
         if self.close_code is None:
             self.close_code = code
+            asyncio.get_running_loop().call_later(self.abort_after, self._abort_if_open)
             # wake the writer even if the queue is full
             while True:
                 try:
@@ -57,6 +72,10 @@ class Client:
                     break
                 except asyncio.QueueFull:
                     self.queue.get_nowait()
+
+    def _abort_if_open(self) -> None:
+        if not self.closed.is_set() and _abort(self.ws):
+            log.info("client of %s did not take its close frame: connection dropped", self.tenant_id)
 
     async def write_loop(self) -> None:
         """Send queued frames in order until closed; skip live duplicates of history."""

@@ -20,6 +20,8 @@ class Settings(KafkaSettings):
     port: int = Field(8002, validation_alias="GRAVITY_REALTIME_PORT")
     registry_url: str = Field("http://127.0.0.1:8000", validation_alias="GRAVITY_REGISTRY_URL")
     max_queued_frames: int = Field(1000, validation_alias="GRAVITY_REALTIME_MAX_QUEUED_FRAMES")
+    close_grace_seconds: float = Field(5.0, gt=0, validation_alias="GRAVITY_REALTIME_CLOSE_GRACE_SECONDS")
+    """How long a closing socket may take to flush its close frame before the connection is dropped."""
     """Frames waiting for one slow client before it is disconnected (memory stays bounded)."""
     ping_interval_seconds: float = Field(20.0, validation_alias="GRAVITY_REALTIME_PING_INTERVAL")
     ping_timeout_seconds: float = Field(20.0, validation_alias="GRAVITY_REALTIME_PING_TIMEOUT")

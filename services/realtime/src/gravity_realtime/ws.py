@@ -99,7 +99,13 @@ async def stream(ws: WebSocket) -> None:
         await _refuse(ws, 401, CLOSE_UNAUTHORIZED, "a valid API key is required")
         return
     key_id, tenant_id = found
-    client = Client(ws, tenant_id=tenant_id, key_id=key_id, max_queued=state.settings.max_queued_frames)
+    client = Client(
+        ws,
+        tenant_id=tenant_id,
+        key_id=key_id,
+        max_queued=state.settings.max_queued_frames,
+        abort_after=state.settings.close_grace_seconds,
+    )
     since = ws.query_params.get("since")
     state.hub.add(client)
     try:
