@@ -476,3 +476,13 @@ async def test_backfill_after_the_gateway_was_down(
             await gateway.delivered(connected["subscriptionId"], marker)
             stored = await gateway.messages(tenant, 7)
             assert len(stored) == 7 and len({m["rcMessageId"] for m in stored}) == 7
+
+
+async def test_an_event_refused_right_after_connecting_is_backfilled(gateway: Gateway) -> None:
+    tenant = await gateway.tenant()
+    gateway.sim.add_message(text="before the connection")  # older than the connection: not imported
+    await gateway.connect(tenant)
+    refused = gateway.sim.add_message(text="sent before ingest knew the subscription")  # never delivered
+    [stored] = await gateway.messages(tenant, 1)
+    assert stored["rcMessageId"] == refused["id"]
+    assert len(await gateway.messages(tenant, 1)) == 1

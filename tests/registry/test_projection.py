@@ -64,16 +64,24 @@ async def stored(
 async def sms_inbound_for(
     kafka: KafkaSettings, message_ids: set[str], settle_marker: str | None = None
 ) -> Counter[str]:
-    """How often each messageId appears on the canonical topic (reading it whole)."""
+    """How often each messageId appears on the canonical topic (reading it whole, counting as it goes)."""
+    counts: Counter[str] = Counter()
     async with TopicTail(kafka, topics.SMS_INBOUND) as tail:
+        done = 0
 
-        async def seen() -> Counter[str]:
-            counts = Counter(orjson.loads(r.value)["messageId"] for r in await tail.poll())
-            return counts if all(counts[m] for m in message_ids) else Counter()
+        async def read() -> None:
+            nonlocal done
+            records = await tail.poll()
+            counts.update(orjson.loads(r.value)["messageId"] for r in records[done:])
+            done = len(records)
 
-        counts = await eventually(seen, timeout=15)
-        for _ in range(3):
-            counts = Counter(orjson.loads(r.value)["messageId"] for r in await tail.poll())
+        async def seen() -> bool:
+            await read()
+            return all(counts[m] for m in message_ids)
+
+        await eventually(seen, timeout=60)
+        for _ in range(3):  # a little more, for duplicates published just after
+            await read()
     return Counter({m: counts[m] for m in message_ids})
 
 

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 _GONE = ("Blacklisted", "Suspended")
 
+CONNECT_BACKFILL_DELAY = timedelta(seconds=5)
+"""After a connect, the keeper backfills from the connection time once, this much later: an event that
+RingCentral sent before ingest had learnt the new subscription (and was refused) is fetched then."""
+
 
 def connection_json(row: Any) -> dict[str, Any]:
     """The contract's connection object, plus ``lastError`` (never a secret)."""
@@ -206,6 +210,7 @@ class ConnectionKeeper:
             if row is None or row["next_check_at"] > now:
                 return
             progress = _Progress(backfill=row["backfill_needed"])
+            backfill_at = row["connected_at"] + CONNECT_BACKFILL_DELAY
             try:
                 sub = await self._keep(conn, row, now, progress)
             except RingCentralError as exc:
@@ -227,8 +232,10 @@ class ConnectionKeeper:
                 expires_at=sub.expires_at,
                 status="active",
                 last_error=None,
-                next_check_at=self._next_check(utcnow(), sub.expires_at),
-                backfill_needed=False,
+                next_check_at=self._next_check(
+                    utcnow(), sub.expires_at, backfill_at=backfill_at if progress.backfill else None
+                ),
+                backfill_needed=progress.backfill,
             )
         self._outbox.wake()
 
@@ -257,7 +264,7 @@ class ConnectionKeeper:
         elif sub.expires_at - now < timedelta(seconds=self._settings.rc_renew_before_seconds):
             sub = await self._rc.renew_subscription(row["server_url"], access, sub.id)
             log.info("renewed subscription %s until %s", sub.id, format_timestamp(sub.expires_at))
-        if progress.backfill:
+        if progress.backfill and now - row["connected_at"] >= CONNECT_BACKFILL_DELAY:
             await self._backfill(conn, row, access, sub.id)
             progress.backfill = False
         return sub
@@ -278,10 +285,13 @@ class ConnectionKeeper:
 
     # -- pieces ----------------------------------------------------------------------------------
 
-    def _next_check(self, now: datetime, expires_at: datetime) -> datetime:
+    def _next_check(
+        self, now: datetime, expires_at: datetime, *, backfill_at: datetime | None = None
+    ) -> datetime:
         renew_at = expires_at - timedelta(seconds=self._settings.rc_renew_before_seconds)
         regular = now + timedelta(seconds=self._settings.rc_check_interval_seconds)
-        return max(now + timedelta(seconds=1), min(regular, renew_at))
+        due = min(regular, renew_at) if backfill_at is None else min(regular, renew_at, backfill_at)
+        return max(now + timedelta(seconds=min(1.0, self._settings.rc_check_interval_seconds)), due)
 
     def _failure(self, row: Any, exc: RingCentralError, observed: str) -> tuple[str, float]:
         """The status to show and the seconds until the next try.
@@ -403,9 +413,8 @@ class ConnectionKeeper:
         """Append every inbound SMS since the newest stored one (minus an overlap) to the raw topic."""
         tenant_id = row["tenant_id"]
         newest = await db.latest_message_time(conn, tenant_id=tenant_id)
-        since = (newest or row["connected_at"]) - timedelta(
-            seconds=self._settings.rc_backfill_overlap_seconds
-        )
+        overlap = timedelta(seconds=self._settings.rc_backfill_overlap_seconds)
+        since = newest - overlap if newest is not None else row["connected_at"]
         futures = []
         async for record in self._rc.inbound_sms_since(row["server_url"], access, since):
             rc_id = str(record.get("id", ""))

@@ -490,12 +490,12 @@ async def upsert_connection(
     connected_at: datetime,
     next_check_at: datetime,
 ) -> asyncpg.Record:
-    """Create or replace the tenant's connection, status active; return the row."""
+    """Create or replace the tenant's connection, status active, a backfill owed; return the row."""
     row: asyncpg.Record = await conn.fetchrow(
         "INSERT INTO rc_connections (tenant_id, server_url, client_id, client_secret_enc, jwt_enc,"  # noqa: S608
         " access_token_enc, access_expires_at, refresh_token_enc, refresh_expires_at, subscription_id,"
         " expires_at, status, last_error, connected_at, next_check_at, backfill_needed)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', NULL, $12, $13, false)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', NULL, $12, $13, true)"
         " ON CONFLICT (tenant_id) DO UPDATE SET server_url = EXCLUDED.server_url,"
         " client_id = EXCLUDED.client_id, client_secret_enc = EXCLUDED.client_secret_enc,"
         " jwt_enc = EXCLUDED.jwt_enc, access_token_enc = EXCLUDED.access_token_enc,"
@@ -503,7 +503,7 @@ async def upsert_connection(
         " refresh_expires_at = EXCLUDED.refresh_expires_at, subscription_id = EXCLUDED.subscription_id,"
         " expires_at = EXCLUDED.expires_at, status = 'active', last_error = NULL,"
         " connected_at = EXCLUDED.connected_at, next_check_at = EXCLUDED.next_check_at,"
-        f" backfill_needed = false RETURNING {_CONNECTION_COLUMNS}",
+        f" backfill_needed = true RETURNING {_CONNECTION_COLUMNS}",
         tenant_id,
         server_url,
         client_id,
