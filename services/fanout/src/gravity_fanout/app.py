@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(retries.run(), name="retries"),
             asyncio.create_task(requests.run(), name="requests"),
         ]
+        await asyncio.wait_for(inbound.assigned.wait(), 60)  # ready = reading from a fixed position
         app.state.apps, app.state.deliverer, app.state.ready = apps, deliverer, True
         try:
             yield

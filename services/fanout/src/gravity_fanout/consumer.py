@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -135,6 +136,9 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._lanes = lanes
         self._producer = producer
         self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._start_ms = int(time.time() * 1000) - 5_000  # a new group starts here (see assignment)
+        self.assigned = asyncio.Event()
+        """Set once the group gave this copy its partitions and their positions are fixed."""
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -170,7 +174,23 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             self._partitions.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Nothing to do: reading resumes from the committed offsets."""
+        """Resume from the committed offsets; a partition the group never committed starts at "now".
+
+        A brand-new group (the first deployment) must not send every stored message to today's apps,
+        so it starts where the topic was when this process started, found with ``offsets_for_times``
+        (end offsets are unreliable on the embedded broker; seeking to the end there may replay, never skip).
+        """
+        for tp in assigned:
+            if await self._consumer.committed(tp) is not None:
+                continue
+            hit = (await self._consumer.offsets_for_times({tp: self._start_ms})).get(tp)
+            if hit is not None:
+                self._consumer.seek(tp, hit.offset)
+            else:
+                await self._consumer.seek_to_end(tp)
+        for tp in assigned:
+            await self._consumer.position(tp)  # resolve now: what is published from here on is read
+        self.assigned.set()
 
     async def run(self) -> None:
         """Read, dispatch, commit, until stopped."""

@@ -34,10 +34,10 @@ from aiokafka import AIOKafkaProducer
 from gravity_events import topics
 from gravity_events.codec import encode, encode_headers
 from gravity_events.ids import format_timestamp, utcnow
-from gravity_events.models import RcNotification, SubscriptionActive, SubscriptionRemoved
+from gravity_events.models import RcNotification
 from gravity_registry import db
 from gravity_registry.errors import NotFound, UpstreamFailed
-from gravity_registry.handlers import OutboxPublisher, enqueue_event, sha256_hex
+from gravity_registry.handlers import OutboxPublisher, activate_subscription, deactivate_subscription
 from gravity_registry.ringcentral import (
     SMS_EVENT_FILTER,
     RingCentralClient,
@@ -142,9 +142,9 @@ class ConnectionKeeper:
                     connected_at=now,
                     next_check_at=self._next_check(now, sub.expires_at),
                 )
-                await self._activate(conn, tenant_id, sub.id, token)
+                await activate_subscription(conn, tenant_id=tenant_id, subscription_id=sub.id, token=token)
                 if old is not None and old["subscription_id"] != sub.id:
-                    await self._deactivate(conn, tenant_id, old["subscription_id"])
+                    await deactivate_subscription(conn, subscription_id=old["subscription_id"])
         except BaseException:
             with contextlib.suppress(RingCentralError):
                 await self._rc.delete_subscription(server_url, tokens.access_token, sub.id)
@@ -161,7 +161,7 @@ class ConnectionKeeper:
             if row is None:
                 raise NotFound("no RingCentral connection")
             await db.delete_connection(conn, tenant_id=tenant_id)
-            await self._deactivate(conn, tenant_id, row["subscription_id"])
+            await deactivate_subscription(conn, subscription_id=row["subscription_id"])
         self._outbox.wake()
         await self._delete_remote(row)
 
@@ -367,32 +367,11 @@ class ConnectionKeeper:
             expires_in=self._settings.rc_subscription_expires_in,
         )
         tenant_id = row["tenant_id"]
-        await self._activate(conn, tenant_id, sub.id, token)
-        await self._deactivate(conn, tenant_id, row["subscription_id"])
+        await activate_subscription(conn, tenant_id=tenant_id, subscription_id=sub.id, token=token)
+        await deactivate_subscription(conn, subscription_id=row["subscription_id"])
         with contextlib.suppress(RingCentralError):
             await self._rc.delete_subscription(row["server_url"], access, row["subscription_id"])
         return sub
-
-    async def _activate(
-        self, conn: asyncpg.Connection, tenant_id: str, subscription_id: str, token: str
-    ) -> None:
-        digest = sha256_hex(token)
-        await db.upsert_subscription(
-            conn,
-            subscription_id=subscription_id,
-            tenant_id=tenant_id,
-            token_sha256=digest,
-            created_at=utcnow(),
-        )
-        event = SubscriptionActive(
-            subscription_id=subscription_id, tenant_id=tenant_id, verification_token_sha256=digest
-        )
-        await enqueue_event(conn, topics.SUBSCRIPTIONS, subscription_id, event)
-
-    async def _deactivate(self, conn: asyncpg.Connection, tenant_id: str, subscription_id: str) -> None:
-        await db.delete_subscription(conn, subscription_id=subscription_id)
-        event = SubscriptionRemoved(subscription_id=subscription_id, tenant_id=tenant_id)
-        await enqueue_event(conn, topics.SUBSCRIPTIONS, subscription_id, event)
 
     async def _delete_remote(self, row: Any) -> None:
         """Delete a subscription at RingCentral with the row's credentials; log, never raise."""

@@ -63,12 +63,14 @@ from gravity_webhooks import (
 __all__ = [
     "Caller",
     "OutboxPublisher",
+    "activate_subscription",
     "app_json",
     "authenticate",
     "checked_webhook_url",
     "create_api_key",
     "create_app",
     "create_tenant",
+    "deactivate_subscription",
     "delete_app",
     "delivery_json",
     "enqueue_event",
@@ -184,33 +186,43 @@ async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> Caller:
 # -- subscriptions (development helper until the RingCentral connect flow) ---------------------------
 
 
-async def put_subscription(pool: asyncpg.Pool, *, tenant_id: str, subscription_id: str, token: str) -> None:
-    """Record a subscription and publish its token hash for ingest."""
+async def activate_subscription(
+    conn: asyncpg.Connection, *, tenant_id: str, subscription_id: str, token: str
+) -> None:
+    """Record a subscription and queue its token hash for ingest (in the caller's transaction)."""
     digest = sha256_hex(token)
+    await db.upsert_subscription(
+        conn, subscription_id=subscription_id, tenant_id=tenant_id, token_sha256=digest, created_at=utcnow()
+    )
+    event = SubscriptionActive(
+        subscription_id=subscription_id, tenant_id=tenant_id, verification_token_sha256=digest
+    )
+    await enqueue_event(conn, topics.SUBSCRIPTIONS, subscription_id, event)
+
+
+async def deactivate_subscription(conn: asyncpg.Connection, *, subscription_id: str) -> bool:
+    """Forget a subscription and queue its removal (ingest refuses it from then on); False if unknown."""
+    tenant_id = await db.delete_subscription(conn, subscription_id=subscription_id)
+    if tenant_id is None:
+        return False
+    event = SubscriptionRemoved(subscription_id=subscription_id, tenant_id=tenant_id)
+    await enqueue_event(conn, topics.SUBSCRIPTIONS, subscription_id, event)
+    return True
+
+
+async def put_subscription(pool: asyncpg.Pool, *, tenant_id: str, subscription_id: str, token: str) -> None:
+    """Record a subscription and publish its token hash for ingest (the development endpoint)."""
     async with pool.acquire() as conn, conn.transaction():
         if await db.get_tenant(conn, tenant_id=tenant_id) is None:
             raise NotFound("no such tenant")
-        await db.upsert_subscription(
-            conn,
-            subscription_id=subscription_id,
-            tenant_id=tenant_id,
-            token_sha256=digest,
-            created_at=utcnow(),
-        )
-        event = SubscriptionActive(
-            subscription_id=subscription_id, tenant_id=tenant_id, verification_token_sha256=digest
-        )
-        await enqueue_event(conn, topics.SUBSCRIPTIONS, subscription_id, event)
+        await activate_subscription(conn, tenant_id=tenant_id, subscription_id=subscription_id, token=token)
 
 
 async def remove_subscription(pool: asyncpg.Pool, *, subscription_id: str) -> None:
     """Forget a subscription; ingest refuses its notifications from then on."""
     async with pool.acquire() as conn, conn.transaction():
-        tenant_id = await db.delete_subscription(conn, subscription_id=subscription_id)
-        if tenant_id is None:
+        if not await deactivate_subscription(conn, subscription_id=subscription_id):
             raise NotFound("no such subscription")
-        event = SubscriptionRemoved(subscription_id=subscription_id, tenant_id=tenant_id)
-        await enqueue_event(conn, topics.SUBSCRIPTIONS, subscription_id, event)
 
 
 # -- the outbox ------------------------------------------------------------------------------------
