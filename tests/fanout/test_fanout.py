@@ -320,12 +320,17 @@ async def test_continuous_failure_disables_the_app(kafka_settings: KafkaSettings
         app_id, _ = await world.app(receiver.url("/dead"))
         await world.send()
 
-        async def disabled() -> list[Any]:
-            return [
-                e for e in await deliveries(kafka_settings, app_id, 1) if isinstance(e, AppEndpointDisabled)
-            ]
+        async with TopicTail(kafka_settings, topics.DELIVERIES) as tail:
 
-        [decision] = await eventually(disabled, timeout=15)
+            async def disabled() -> list[Any]:
+                mine = [
+                    decode(topics.DELIVERIES, r.value, r.headers)
+                    for r in await tail.poll()
+                    if r.key == app_id.encode()
+                ]
+                return [e for e in mine if isinstance(e, AppEndpointDisabled)]
+
+            [decision] = await eventually(disabled, timeout=30)
         assert (decision.disabled_at - decision.failing_since).total_seconds() >= 1.0
         seen = len(receiver.received("/dead"))
         await world.send(2)
