@@ -55,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
             policy=RetryPolicy(settings.retry_schedule, settings.retry_jitter),
             disable_after=timedelta(seconds=settings.disable_after_seconds),
             retry_partitions=partitions,
+            group=settings.consumer_group,
         )
         lanes = Lanes(deliverer, settings)
 

@@ -7,7 +7,8 @@
   endpoint) does not block: the job is handed to the retry queue, due now. ``max_in_flight`` bounds the
   messages not yet finished; beyond it the consumer stops fetching.
 - :class:`RetryConsumer` reads ``gravity.fanout.retry.v1`` in its own group. A record not yet due pauses
-  its partition (one partition per schedule step, so the head is always the next due) until it is.
+  its partition (one partition per range of delays, so the head is always the next due) until it is.
+  Records another deployment scheduled (another consumer group, see ``RETRY_GROUP_HEADER``) are skipped.
 - :func:`make_request_consumer`: manual re-sends asked through the registry API.
 """
 
@@ -25,9 +26,9 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from gravity_events import topics
 from gravity_events.codec import CodecError
-from gravity_events.kafka import Envelope, EventConsumer, dead_letter, decode_record
+from gravity_events.kafka import Envelope, EventConsumer, dead_letter, decode_record, record_headers
 from gravity_events.models import DeliveryRequested, DeliveryRetry, SmsInbound
-from gravity_fanout.handlers import App, AppTable, Deliverer
+from gravity_fanout.handlers import RETRY_GROUP_HEADER, App, AppTable, Deliverer
 from gravity_fanout.settings import Settings
 
 __all__ = ["InboundConsumer", "Lane", "Lanes", "RetryConsumer", "make_request_consumer"]
@@ -66,6 +67,9 @@ class Lane:
             try:
                 await self._deliverer.attempt(job.app, job.event, attempt=1)
                 job.done.set_result(None)
+            except asyncio.CancelledError:  # closed mid-attempt: the message is not committed
+                job.done.set_exception(RuntimeError("lane closed"))
+                raise
             except Exception as exc:  # the attempt could not be recorded: the message must be re-read
                 log.exception("delivery to app %s could not be recorded", job.app.app_id)
                 job.done.set_exception(exc)
@@ -86,9 +90,12 @@ class Lanes:
         self._deliverer = deliverer
         self._settings = settings
         self._lanes: dict[str, Lane] = {}
+        self._closed = False
 
     def lane(self, app_id: str) -> Lane:
-        """The app's lane."""
+        """The app's lane (RuntimeError once closed: the job's message stays uncommitted)."""
+        if self._closed:
+            raise RuntimeError("lanes closed")
         lane = self._lanes.get(app_id)
         if lane is None:
             lane = self._lanes[app_id] = Lane(
@@ -106,6 +113,7 @@ class Lanes:
 
     def close(self) -> None:
         """Close every lane."""
+        self._closed = True
         for app_id in list(self._lanes):
             self.drop(app_id)
 
@@ -136,7 +144,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._lanes = lanes
         self._producer = producer
         self._slots = asyncio.Semaphore(settings.max_in_flight)
-        self._start_ms = int(time.time() * 1000) - 5_000  # a new group starts here (see assignment)
+        self._start_ms = int(time.time() * 1000)  # a new group starts here (see assignment)
         self.assigned = asyncio.Event()
         """Set once the group gave this copy its partitions and their positions are fixed."""
         self._partitions: dict[TopicPartition, _Partition] = {}
@@ -164,7 +172,8 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._stopping = True
 
     async def close(self) -> None:
-        """Leave the group."""
+        """Wait for the messages in hand (their lanes are closed: they end at once), leave the group."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._consumer.stop()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -228,7 +237,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         pending = self._apps.targets(event.tenant_id)
         while pending:
             outcomes = await asyncio.gather(
-                *(self._lanes.lane(app.app_id).submit(app, event) for app in pending), return_exceptions=True
+                *(self._submit(app, event) for app in pending), return_exceptions=True
             )
             pending = [
                 app
@@ -240,6 +249,9 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     return False
                 await asyncio.sleep(1.0)  # the broker refused the attempt record: back off, try again
         return True
+
+    async def _submit(self, app: App, event: SmsInbound) -> None:
+        await self._lanes.lane(app.app_id).submit(app, event)
 
     def _finish(self, tp: TopicPartition, offset: int) -> None:
         part = self._partitions.get(tp)
@@ -268,6 +280,7 @@ class RetryConsumer:
         self._producer = producer
         self._concurrency = asyncio.Semaphore(settings.retry_concurrency)
         self._batch_limit = settings.retry_concurrency
+        self._group = settings.consumer_group.encode()
         self._paused_until: dict[TopicPartition, float] = {}
         self._stopping = False
         self._consumer = AIOKafkaConsumer(
@@ -312,6 +325,9 @@ class RetryConsumer:
         last = None
         now = self._deliverer.now()
         for record in records:
+            if record_headers(record).get(RETRY_GROUP_HEADER, self._group) != self._group:
+                last = record.offset  # another deployment's retry: its own consumer handles it
+                continue
             try:
                 event = decode_record(record).event
             except CodecError as exc:

@@ -35,6 +35,7 @@ from gravity_webhooks import DecryptionError, DeliveryClient, DeliveryResult, Se
 
 __all__ = [
     "RETRY_BUCKETS",
+    "RETRY_GROUP_HEADER",
     "App",
     "AppTable",
     "ClientPool",
@@ -129,6 +130,11 @@ class AppTable:
         return len(self._apps)
 
 
+RETRY_GROUP_HEADER = "gravity-fanout-group"
+"""Record header naming the deployment (consumer group) that scheduled a retry. Retries belong to the
+deployment that scheduled them: a second deployment on the same cluster (staging, a renamed group, a
+test) reads the same topic and must neither redo them nor disturb their timing."""
+
 RETRY_BUCKETS = (10.0, 60.0, 300.0, 1200.0, 3600.0, 14400.0, 28800.0)
 """Upper bounds (seconds) of the delay buckets; bucket i is partition i of the retry topic."""
 
@@ -214,6 +220,8 @@ class Deliverer:
     policy: RetryPolicy
     disable_after: timedelta
     retry_partitions: int
+    group: str = "gravity-fanout"
+    """The deployment's consumer group, stamped on its retry records (:data:`RETRY_GROUP_HEADER`)."""
     now: Clock = utcnow
 
     async def attempt(
@@ -241,7 +249,7 @@ class Deliverer:
                     event=event,
                 )
                 partition = retry_partition(delay, self.retry_partitions)
-                sends.append(await self._send(topics.FANOUT_RETRY, app.app_id, retry, partition=partition))
+                sends.append(await self._send_retry(retry, partition))
         record = DeliveryAttempt(
             app_id=app.app_id,
             tenant_id=app.tenant_id,
@@ -272,13 +280,32 @@ class Deliverer:
             first_attempted_at=now,
             event=event,
         )
-        await (await self._send(topics.FANOUT_RETRY, app.app_id, retry, partition=0))
+        await (await self._send_retry(retry, 0))
+
+    async def _send_retry(self, retry: DeliveryRetry, partition: int) -> asyncio.Future[object]:
+        return await self._send(
+            topics.FANOUT_RETRY,
+            retry.app_id,
+            retry,
+            partition=partition,
+            extra_headers=((RETRY_GROUP_HEADER, self.group.encode()),),
+        )
 
     async def _send(
-        self, topic: str, key: str, event: Event, *, partition: int | None = None
+        self,
+        topic: str,
+        key: str,
+        event: Event,
+        *,
+        partition: int | None = None,
+        extra_headers: tuple[tuple[str, bytes], ...] = (),
     ) -> asyncio.Future[object]:
         future: asyncio.Future[object] = await self.producer.send(
-            topic, encode(event), key=key.encode(), headers=encode_headers(event), partition=partition
+            topic,
+            encode(event),
+            key=key.encode(),
+            headers=[*encode_headers(event), *extra_headers],
+            partition=partition,
         )
         return future
 
