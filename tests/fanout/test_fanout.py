@@ -27,18 +27,20 @@ from tests.simulators.receiver import WebhookReceiver, running_receiver
 from tests.support import eventually, free_port
 
 from gravity_events import ids, topics
-from gravity_events.codec import decode, encode
+from gravity_events.codec import decode, encode, encode_headers
+from gravity_events.kafka import make_producer
 from gravity_events.models import (
     AppEndpointDisabled,
     AppUpserted,
     DeliveryAttempt,
     DeliveryRequested,
+    DeliveryRetry,
     EncryptedSecret,
     SmsInbound,
 )
 from gravity_events.settings import KafkaSettings
 from gravity_fanout.app import create_app
-from gravity_fanout.handlers import RetryPolicy
+from gravity_fanout.handlers import RETRY_GROUP_HEADER, RetryPolicy
 from gravity_fanout.settings import DEFAULT_RETRY_SCHEDULE, Settings
 from gravity_webhooks import DEVELOPMENT_SECRET_KEY, DeliveryResult, SecretBox, new_signing_secret, verify
 
@@ -57,11 +59,19 @@ def fanout_settings(kafka: KafkaSettings, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+RUNNING: list[Any] = []
+"""The in-process fanout apps now running (World.app waits until each knows a new app)."""
+
+
 @contextlib.asynccontextmanager
 async def running_fanout(settings: Settings) -> AsyncIterator[Any]:
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
-        yield app
+        RUNNING.append(app)
+        try:
+            yield app
+        finally:
+            RUNNING.remove(app)
 
 
 def app_event(
@@ -98,7 +108,11 @@ class World:
     async def app(
         self, url: str | None, *secrets_: tuple[str, Any], disabled: bool = False
     ) -> tuple[str, str]:
-        """Publish an app; return (appId, its secret)."""
+        """Publish an app and wait until every running fanout knows it; return (appId, its secret).
+
+        Without the wait a message sent at once could be read before the app (the two topics are read
+        independently), and the test would measure that race instead of the behaviour it names.
+        """
         app_id = ids.new_app_id()
         secret = new_signing_secret()
         pairs = secrets_ or ((secret, None),)
@@ -107,6 +121,7 @@ class World:
             topics.APPS,
             (app_id, app_event(self.tenant_id, app_id, url, *pairs, disabled=disabled)),
         )
+        await eventually(lambda: all(f.state.apps.get(app_id) for f in RUNNING), timeout=10)
         return app_id, pairs[0][0]
 
     async def send(self, n: int = 1, text: str = "hello") -> list[SmsInbound]:
@@ -244,6 +259,44 @@ async def test_failures_are_retried_on_schedule_until_success(
     gap = (attempts[1].attempted_at - attempts[0].attempted_at).total_seconds()
     assert gap >= 0.3 * 0.9  # not before the schedule said
     assert len({r.body for r in receiver.received("/flaky")}) == 1  # the same bytes every time
+
+
+async def test_retries_of_another_deployment_are_left_alone(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    settings = fanout_settings(kafka_settings)
+    async with running_receiver() as receiver, running_fanout(settings):
+        foreign_id, _ = await world.app(receiver.url("/foreign"))
+        own_id, _ = await world.app(receiver.url("/own"))
+        [event] = [sms(world.tenant_id)]
+
+        def retry(app_id: str) -> DeliveryRetry:
+            now = ids.utcnow()
+            return DeliveryRetry(
+                app_id=app_id,
+                tenant_id=world.tenant_id,
+                attempt=2,
+                due_at=now,
+                first_attempted_at=now,
+                event=event,
+            )
+
+        producer = make_producer(kafka_settings, client_id="tests")
+        await producer.start()
+        try:
+            for app_id, group in ((foreign_id, "another-deployment"), (own_id, settings.consumer_group)):
+                await producer.send_and_wait(
+                    topics.FANOUT_RETRY,
+                    encode(retry(app_id)),
+                    key=app_id.encode(),
+                    headers=[*encode_headers(retry(app_id)), (RETRY_GROUP_HEADER, group.encode())],
+                    partition=0,  # one partition, in this order: reaching /own means /foreign was read
+                )
+        finally:
+            await producer.stop()
+        [own] = await eventually(lambda: receiver.received("/own"), timeout=15)
+    assert own.body == encode(event)
+    assert receiver.received("/foreign") == []
 
 
 async def test_client_errors_end_retries(kafka_settings: KafkaSettings, world: World) -> None:
