@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
             keeper = ConnectionKeeper(settings, pool, producer, outbox, box, rc_client)
             app.state.pool, app.state.outbox, app.state.projection = pool, outbox, projection
             app.state.keeper, app.state.delivery_client = keeper, delivery_client
+            app.state.delivery_log = delivery_log
             tasks = [
                 asyncio.create_task(outbox.run(), name="outbox"),
                 asyncio.create_task(projection.run(), name="projection"),

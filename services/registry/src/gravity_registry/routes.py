@@ -521,7 +521,7 @@ async def healthz() -> Response:
 
 @router.get("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> Response:
-    """Database reachable, projection caught up with what was on the raw topic at start."""
+    """Database reachable; projection and delivery log caught up with what was on their topics at start."""
     state = request.app.state
     checks: dict[str, str] = {}
     try:
@@ -531,6 +531,7 @@ async def readyz(request: Request) -> Response:
     except (OSError, asyncpg.PostgresError, TimeoutError):
         checks["database"] = "unreachable"
     checks["projection"] = "ok" if state.projection.caught_up.is_set() else "catching up"
+    checks["deliveries"] = "ok" if state.delivery_log.caught_up.is_set() else "catching up"
     if all(v == "ok" for v in checks.values()):
         return json_response({"status": "ok"})
     return json_response({"status": "unavailable", "checks": checks}, 503)
