@@ -1,0 +1,355 @@
+"""The product as a user meets it: the four services as separate processes, started the way `make run`
+starts them (`python -m gravity_devstack run`, here pointed at the session's broker and a fresh database),
+driven only through public interfaces. The RingCentral simulator connects the tenant and sends the SMS; a
+real webhook receiver and real WebSocket clients observe.
+
+Read as a specification: each test names the promise of ``../shared/contract.md`` it checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from tests.simulators.receiver import WebhookReceiver, running_receiver
+from tests.simulators.ringcentral import RingCentralSimulator, running_ringcentral
+from tests.support import eventually, free_port
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from gravity_events.settings import KafkaSettings
+from gravity_webhooks import verify
+
+ADMIN = {"Authorization": "Bearer e2e-admin-token-" + "y" * 16}
+TENANT_ID = re.compile(r"^tenant_[0-9a-f]{16}$")
+APP_ID = re.compile(r"^app_[0-9a-f]{16}$")
+MESSAGE_ID = re.compile(r"^msg_[0-9a-f]{12}$")
+PROPAGATION_SECONDS = 5.0
+
+
+@dataclass
+class RealStack:
+    """Addresses of the four running services."""
+
+    registry: str
+    ingest: str
+    realtime: str
+    fanout: str
+    log: Path
+
+    def ws(self, query: str = "") -> str:
+        return self.realtime.replace("http://", "ws://") + "/v1/ws" + query
+
+
+@pytest.fixture(scope="module")
+def stack_process(
+    kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory, e2e_database: str
+) -> Iterator[RealStack]:
+    """`gravity-dev run` as a child process; SIGINT (Ctrl-C) at the end must stop it cleanly."""
+    data = tmp_path_factory.mktemp("stack")
+    ports = {name: free_port() for name in ("registry", "ingest", "realtime", "fanout")}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers,
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "KAFKA_SESSION_TIMEOUT_MS": str(kafka_settings.kafka_session_timeout_ms),
+        "DATABASE_URL": e2e_database,
+        "GRAVITY_ADMIN_TOKEN": ADMIN["Authorization"].removeprefix("Bearer "),
+        "GRAVITY_PUBLIC_URL": f"http://127.0.0.1:{ports['ingest']}",
+        "GRAVITY_REGISTRY_CONSUMER_GROUP": "e2e-registry-" + secrets.token_hex(4),
+        "GRAVITY_FANOUT_CONSUMER_GROUP": "e2e-fanout-" + secrets.token_hex(4),
+        "GRAVITY_LOG_LEVEL": "warning",
+        **{f"GRAVITY_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    log = data / "stack.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gravity_devstack", "run", "--data-dir", str(data)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    try:
+        _wait_ready(proc, urls, log)
+        yield RealStack(**urls, log=log)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, log.read_text()[-3000:]
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], urls: dict[str, str], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    pending = dict(urls)
+    while pending:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the stack exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        for name, url in list(pending.items()):
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    del pending[name]
+            except httpx.HTTPError:
+                pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not ready: {sorted(pending)}\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+async def e2e_database(make_database: Callable[[], Awaitable[str]]) -> str:
+    return await make_database()
+
+
+@pytest.fixture(scope="module")
+async def rc() -> AsyncIterator[Callable[[], Awaitable[RingCentralSimulator]]]:
+    """A RingCentral account per tenant (each has its own message store, as real accounts do)."""
+    async with contextlib.AsyncExitStack() as accounts:
+
+        async def account() -> RingCentralSimulator:
+            return await accounts.enter_async_context(running_ringcentral())
+
+        yield account
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with running_receiver() as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+async def api(stack_process: RealStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack_process.registry, timeout=15) as client:
+        yield client
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    api_key: str
+    auth: dict[str, str]
+    rc: RingCentralSimulator | None = None
+    app_id: str = ""
+    secret: str = ""
+    subscription_id: str = ""
+
+
+async def _tenant(api: httpx.AsyncClient, name: str) -> Tenant:
+    r = await api.post("/v1/tenants", json={"name": name}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert set(body) == {"tenantId", "name", "apiKey", "createdAt"} and TENANT_ID.match(body["tenantId"])
+    return Tenant(body["tenantId"], body["apiKey"], {"Authorization": f"Bearer {body['apiKey']}"})
+
+
+Accounts = Callable[[], Awaitable[RingCentralSimulator]]
+
+
+async def _go_live(
+    api: httpx.AsyncClient, accounts: Accounts, receiver: WebhookReceiver, name: str
+) -> Tenant:
+    """Tenant → app with a webhook → RingCentral connection: everything a customer does to go live."""
+    tenant = await _tenant(api, name)
+    rc = tenant.rc = await accounts()
+    r = await api.post(
+        "/v1/apps",
+        json={"name": f"{name} CRM", "webhookUrl": receiver.url(f"/{name}")},
+        headers=tenant.auth,
+    )
+    assert r.status_code == 201, r.text
+    app = r.json()
+    assert APP_ID.match(app["appId"]) and app["signingSecret"].startswith("whsec_")
+    tenant.app_id, tenant.secret = app["appId"], app["signingSecret"]
+    app_created = time.monotonic()
+    credentials = {
+        "serverUrl": rc.server_url,
+        "clientId": rc.client_id,
+        "clientSecret": rc.client_secret,
+        "jwt": "sim-jwt",
+    }
+    r = await api.put("/v1/ringcentral/connection", json=credentials, headers=tenant.auth)
+    assert r.status_code == 200, r.text  # the simulator's handshake against ingest succeeded
+    connection = r.json()
+    assert connection["status"] == "active"
+    assert set(connection) >= {"status", "subscriptionId", "expiresAt", "serverUrl", "connectedAt"}
+    tenant.subscription_id = connection["subscriptionId"]
+    # The contract's bound: a new app is in force everywhere within 5 s of the API's answer. Fanout has no
+    # public "I know this app" signal, so the first SMS goes out once that bound has passed.
+    await asyncio.sleep(max(0.0, PROPAGATION_SECONDS - (time.monotonic() - app_created)))
+    return tenant
+
+
+async def _ws(stack: RealStack, tenant: Tenant, query: str = "") -> ClientConnection:
+    async def attempt() -> ClientConnection | None:
+        try:
+            return await connect(
+                stack.ws(query), additional_headers=tenant.auth, ping_interval=None, max_size=2**20
+            )
+        except InvalidStatus as exc:
+            if exc.response.status_code == 401:  # the new key is on its way to realtime (≤ 5 s)
+                return None
+            raise
+
+    ws = await eventually(attempt, timeout=5)
+    hello = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert hello == {"type": "connected", "tenantId": tenant.tenant_id}
+    return ws
+
+
+async def _send(tenant: Tenant, text: str) -> dict[str, Any]:
+    """RingCentral POSTs the instant-SMS notification; ingest answers 200 (retried while it learns the
+    subscription, within the contract's 5 s)."""
+    rc = tenant.rc
+    assert rc is not None
+    message = rc.add_message(text=text)
+
+    async def accepted() -> bool:
+        return (await rc.deliver(tenant.subscription_id, message)).status_code == 200
+
+    await eventually(accepted, timeout=5)
+    return message
+
+
+async def test_an_sms_reaches_webhook_websocket_and_the_api_identically(
+    stack_process: RealStack,
+    api: httpx.AsyncClient,
+    rc: Accounts,
+    receiver: WebhookReceiver,
+) -> None:
+    """Contract: connection flow, sms_inbound shape, webhook signing and headers, WebSocket frames, the
+    messages API, the deliveries log; a RingCentral retry of the same notification is one message."""
+    tenant = await _go_live(api, rc, receiver, "golden")
+    assert tenant.rc is not None
+    [created] = tenant.rc.created_requests
+    assert created["deliveryMode"]["address"] == stack_process.ingest + "/v1/webhooks/ringcentral"
+    ws = await _ws(stack_process, tenant)
+    try:
+        message = await _send(tenant, "Yes, I confirm")
+        [hook] = await eventually(lambda: receiver.received("/golden"), timeout=10)
+        frame = await asyncio.wait_for(ws.recv(), 10)
+    finally:
+        await ws.close()
+
+    # the webhook: signed per Standard Webhooks, the exact sms_inbound bytes
+    verify(tenant.secret, hook.headers, hook.body)
+    event = orjson.loads(hook.body)
+    assert list(event) == ["type", "messageId", "from", "to", "body", "rcMessageId", "tenantId", "timestamp"]
+    assert event["type"] == "sms_inbound" and MESSAGE_ID.match(event["messageId"])
+    assert event["body"] == "Yes, I confirm" and event["rcMessageId"] == message["id"]
+    assert event["from"] == "+15559876543" and event["to"] == "+15551234567"
+    assert event["tenantId"] == tenant.tenant_id
+    assert hook.headers["webhook-id"] == event["messageId"]
+    assert hook.headers["content-type"] == "application/json"
+    # the WebSocket frame is the same JSON, byte for byte
+    assert (frame.encode() if isinstance(frame, str) else frame) == hook.body
+
+    # the messages API
+    r = await api.get(f"/v1/sms/messages/{event['messageId']}", headers=tenant.auth)
+    assert r.status_code == 200
+    stored = r.json()
+    assert stored["direction"] == "inbound" and stored["status"] == "received"
+    assert {k: stored[k] for k in ("messageId", "from", "to", "body", "rcMessageId", "tenantId")} == {
+        k: event[k] for k in ("messageId", "from", "to", "body", "rcMessageId", "tenantId")
+    }
+
+    # the deliveries log shows the successful attempt (projected from fanout's records)
+    async def logged() -> list[dict[str, Any]]:
+        r = await api.get(f"/v1/apps/{tenant.app_id}/deliveries", headers=tenant.auth)
+        return [d for d in r.json()["deliveries"] if d["messageId"] == event["messageId"]]
+
+    [attempt] = await eventually(logged, timeout=10)
+    assert attempt["status"] == "succeeded" and attempt["responseCode"] == 200 and attempt["attempt"] == 1
+
+    # RingCentral retries the same notification: still one message, no second webhook
+    assert (await tenant.rc.deliver(tenant.subscription_id, message)).status_code == 200
+    marker = await _send(tenant, "marker")
+    await eventually(lambda: len(receiver.received("/golden")) >= 2, timeout=10)
+    bodies = [orjson.loads(h.body)["body"] for h in receiver.received("/golden")]
+    assert bodies == ["Yes, I confirm", marker["subject"]]
+    r = await api.get("/v1/sms/messages", params={"limit": 10}, headers=tenant.auth)
+    assert [m["body"] for m in r.json()["messages"]] == ["marker", "Yes, I confirm"]
+
+
+async def test_one_tenant_cannot_reach_another_tenants_anything(
+    stack_process: RealStack,
+    api: httpx.AsyncClient,
+    rc: Accounts,
+    receiver: WebhookReceiver,
+) -> None:
+    """Contract (isolation): every id of tenant A, used with tenant B's key, is 404 on every route and on
+    the WebSocket; B's lists and B's stream never show A's data."""
+    a = await _go_live(api, rc, receiver, "alpha")
+    b = await _go_live(api, rc, receiver, "beta")
+    r = await api.post("/v1/api-keys", json={"name": "second"}, headers=a.auth)
+    assert r.status_code == 201
+    a_key_id = r.json()["keyId"]
+    b_ws = await _ws(stack_process, b)
+    try:
+        sent = await _send(a, "for alpha only")
+        [hook] = await eventually(lambda: receiver.received("/alpha"), timeout=10)
+        a_msg = orjson.loads(hook.body)["messageId"]
+        await eventually(lambda: _has_delivery(api, a, a_msg), timeout=10)
+
+        routes: list[tuple[str, str, dict[str, Any] | None]] = [
+            ("GET", f"/v1/apps/{a.app_id}", None),
+            ("PUT", f"/v1/apps/{a.app_id}", {"name": "stolen"}),
+            ("POST", f"/v1/apps/{a.app_id}/rotate-secret", None),
+            ("POST", f"/v1/apps/{a.app_id}/test-webhook", None),
+            ("GET", f"/v1/apps/{a.app_id}/deliveries", None),
+            ("POST", f"/v1/apps/{a.app_id}/deliveries/{a_msg}/retry", None),
+            ("GET", f"/v1/sms/messages/{a_msg}", None),
+            ("DELETE", f"/v1/api-keys/{a_key_id}", None),
+            ("DELETE", f"/v1/apps/{a.app_id}", None),
+        ]
+        for method, path, body in routes:
+            r = await api.request(method, path, json=body, headers=b.auth)
+            assert r.status_code == 404, (method, path, r.status_code, r.text)
+            assert set(r.json()) == {"error"} and set(r.json()["error"]) >= {"code", "message"}, r.text
+
+        # B's lists show only B's things
+        apps = (await api.get("/v1/apps", headers=b.auth)).json()["apps"]
+        assert [x["appId"] for x in apps] == [b.app_id]
+        keys = (await api.get("/v1/api-keys", headers=b.auth)).json()["apiKeys"]
+        assert a_key_id not in {k["keyId"] for k in keys}
+        messages = (await api.get("/v1/sms/messages", headers=b.auth)).json()["messages"]
+        assert messages == []
+        # resuming B's stream after A's message is refused before the upgrade
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(stack_process.ws(f"?since={a_msg}"), additional_headers=b.auth)
+        assert refused.value.response.status_code == 404
+        # nothing of A's reached B: B's next frame is B's own marker
+        b_marker = await _send(b, "for beta")
+        frame = orjson.loads(await asyncio.wait_for(b_ws.recv(), 10))
+        assert frame["tenantId"] == b.tenant_id and frame["rcMessageId"] == b_marker["id"]
+    finally:
+        await b_ws.close()
+    [beta_hook] = await eventually(lambda: receiver.received("/beta"), timeout=10)
+    assert orjson.loads(beta_hook.body)["rcMessageId"] == b_marker["id"]  # B's app got B's message only
+    # A's app and key are untouched by B's attempts
+    r = await api.get(f"/v1/apps/{a.app_id}", headers=a.auth)
+    assert r.status_code == 200 and r.json()["name"] == "alpha CRM"
+    assert sent["id"] == orjson.loads(hook.body)["rcMessageId"]
+
+
+async def _has_delivery(api: httpx.AsyncClient, tenant: Tenant, message_id: str) -> bool:
+    r = await api.get(f"/v1/apps/{tenant.app_id}/deliveries", headers=tenant.auth)
+    return any(d["messageId"] == message_id for d in r.json()["deliveries"])
