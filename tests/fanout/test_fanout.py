@@ -261,6 +261,30 @@ async def test_failures_are_retried_on_schedule_until_success(
     assert len({r.body for r in receiver.received("/flaky")}) == 1  # the same bytes every time
 
 
+def due_retry(world: World, app_id: str, event: SmsInbound) -> DeliveryRetry:
+    now = ids.utcnow()
+    return DeliveryRetry(
+        app_id=app_id, tenant_id=world.tenant_id, attempt=2, due_at=now, first_attempted_at=now, event=event
+    )
+
+
+async def publish_retries(kafka: KafkaSettings, *retries: tuple[DeliveryRetry, str]) -> None:
+    """Append (retry, scheduling group) records to partition 0 of the retry queue, in this order."""
+    producer = make_producer(kafka, client_id="tests")
+    await producer.start()
+    try:
+        for retry, group in retries:
+            await producer.send_and_wait(
+                topics.FANOUT_RETRY,
+                encode(retry),
+                key=retry.app_id.encode(),
+                headers=[*encode_headers(retry), (RETRY_GROUP_HEADER, group.encode())],
+                partition=0,
+            )
+    finally:
+        await producer.stop()
+
+
 async def test_retries_of_another_deployment_are_left_alone(
     kafka_settings: KafkaSettings, world: World
 ) -> None:
@@ -268,35 +292,36 @@ async def test_retries_of_another_deployment_are_left_alone(
     async with running_receiver() as receiver, running_fanout(settings):
         foreign_id, _ = await world.app(receiver.url("/foreign"))
         own_id, _ = await world.app(receiver.url("/own"))
-        [event] = [sms(world.tenant_id)]
-
-        def retry(app_id: str) -> DeliveryRetry:
-            now = ids.utcnow()
-            return DeliveryRetry(
-                app_id=app_id,
-                tenant_id=world.tenant_id,
-                attempt=2,
-                due_at=now,
-                first_attempted_at=now,
-                event=event,
-            )
-
-        producer = make_producer(kafka_settings, client_id="tests")
-        await producer.start()
-        try:
-            for app_id, group in ((foreign_id, "another-deployment"), (own_id, settings.consumer_group)):
-                await producer.send_and_wait(
-                    topics.FANOUT_RETRY,
-                    encode(retry(app_id)),
-                    key=app_id.encode(),
-                    headers=[*encode_headers(retry(app_id)), (RETRY_GROUP_HEADER, group.encode())],
-                    partition=0,  # one partition, in this order: reaching /own means /foreign was read
-                )
-        finally:
-            await producer.stop()
+        event = sms(world.tenant_id)
+        await publish_retries(  # one partition, in this order: reaching /own means /foreign was read
+            kafka_settings,
+            (due_retry(world, foreign_id, event), "another-deployment"),
+            (due_retry(world, own_id, event), settings.consumer_group),
+        )
         [own] = await eventually(lambda: receiver.received("/own"), timeout=15)
     assert own.body == encode(event)
     assert receiver.received("/foreign") == []
+
+
+async def test_a_hanging_endpoints_retries_do_not_delay_another_apps(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    settings = fanout_settings(
+        kafka_settings, GRAVITY_FANOUT_RETRY_CONCURRENCY=10, GRAVITY_FANOUT_PER_APP_CONCURRENCY=2
+    )
+    group = settings.consumer_group
+    async with running_receiver() as receiver, running_fanout(settings):
+        receiver.behave("/hang", hang=True)
+        hang_id, _ = await world.app(receiver.url("/hang"))
+        ok_id, _ = await world.app(receiver.url("/ok"))
+        hung = [(due_retry(world, hang_id, sms(world.tenant_id)), group) for _ in range(30)]
+        await publish_retries(kafka_settings, *hung, (due_retry(world, ok_id, sms(world.tenant_id)), group))
+        await eventually(lambda: receiver.received("/ok") and receiver.received("/hang"), timeout=15)
+        [ok], hang_attempts = receiver.received("/ok"), receiver.received("/hang")
+    # the healthy app's retry, queued behind 30 retries to a hanging endpoint, went out before the first of
+    # those attempts had even timed out (5 s): it did not wait for them
+    assert ok.at < hang_attempts[0].at + 4.9
+    assert len(hang_attempts) <= 2  # that endpoint gets its own concurrency, no more
 
 
 async def test_client_errors_end_retries(kafka_settings: KafkaSettings, world: World) -> None:

@@ -8,6 +8,7 @@
   messages not yet finished; beyond it the consumer stops fetching.
 - :class:`RetryConsumer` reads ``gravity.fanout.retry.v1`` in its own group. A record not yet due pauses
   its partition (one partition per range of delays, so the head is always the next due) until it is.
+  Due retries run side by side (per-app and overall limits) and commit like first attempts.
   Records another deployment scheduled (another consumer group, see ``RETRY_GROUP_HEADER``) are skipped.
 - :func:`make_request_consumer`: manual re-sends asked through the registry API.
 """
@@ -269,8 +270,14 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._consumer.commit(offsets)
 
 
-class RetryConsumer:
-    """Due retries from the retry queue; a partition whose head is not due yet is paused until it is."""
+class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Due retries from the retry queue; a partition whose head is not due yet is paused until it is.
+
+    Each due retry runs on its own task: at most ``per_app_concurrency`` attempts per app and
+    ``retry_concurrency`` in all at once, while the consumer reads on, so a hanging endpoint's retries wait
+    for that endpoint only, never another app's. Offsets are committed for the finished prefix of each
+    partition (as for first attempts); ``max_in_flight`` bounds the retries read and not finished.
+    """
 
     def __init__(
         self, settings: Settings, apps: AppTable, deliverer: Deliverer, producer: AIOKafkaProducer
@@ -278,10 +285,14 @@ class RetryConsumer:
         self._apps = apps
         self._deliverer = deliverer
         self._producer = producer
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._concurrency = asyncio.Semaphore(settings.retry_concurrency)
-        self._batch_limit = settings.retry_concurrency
+        self._per_app = settings.per_app_concurrency
+        self._app_gates: dict[str, asyncio.Semaphore] = {}
         self._group = settings.consumer_group.encode()
         self._paused_until: dict[TopicPartition, float] = {}
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -297,15 +308,28 @@ class RetryConsumer:
     async def start(self) -> None:
         """Connect and join the group."""
         await self._consumer.start()
-        self._consumer.subscribe([topics.FANOUT_RETRY])
+        self._consumer.subscribe([topics.FANOUT_RETRY], listener=self)
 
     def stop(self) -> None:
-        """Stop after the batch in hand."""
+        """Stop reading; the loop commits what finished and returns."""
         self._stopping = True
 
     async def close(self) -> None:
-        """Leave the group."""
+        """Abandon the attempts in hand (not committed: read again after a restart), leave the group."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._consumer.stop()
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Commit what finished before the partitions move to another copy."""
+        await self._commit()
+        for tp in revoked:
+            self._partitions.pop(tp, None)
+            self._paused_until.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Nothing to do: the group's committed offsets (or the earliest) are right for retries."""
 
     async def run(self) -> None:
         """Deliver due retries until stopped."""
@@ -319,24 +343,25 @@ class RetryConsumer:
             batch = await self._consumer.getmany(timeout_ms=100, max_records=200)
             for tp, records in batch.items():
                 await self._partition_batch(tp, records)
+            await self._commit()
+        await self._commit()
 
     async def _partition_batch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        due: list[DeliveryRetry] = []
-        last = None
+        part = self._partitions.setdefault(tp, _Partition())
         now = self._deliverer.now()
         for record in records:
             if record_headers(record).get(RETRY_GROUP_HEADER, self._group) != self._group:
-                last = record.offset  # another deployment's retry: its own consumer handles it
+                part.offsets[record.offset] = True  # another deployment's retry: its own consumer's
                 continue
             try:
                 event = decode_record(record).event
             except CodecError as exc:
                 await dead_letter(self._producer, record, exc)
-                last = record.offset
+                part.offsets[record.offset] = True
                 continue
             app = self._apps.get(event.app_id) if isinstance(event, DeliveryRetry) else None
             if not isinstance(event, DeliveryRetry) or app is None or not app.deliverable:
-                last = record.offset  # nothing to wait for: the app is gone, disabled or has no URL
+                part.offsets[record.offset] = True  # nothing to do: the app is gone, disabled or has no URL
                 continue
             if event.due_at > now:  # wait for it: read it again when due
                 self._consumer.seek(tp, record.offset)
@@ -344,29 +369,54 @@ class RetryConsumer:
                 wait = (event.due_at - now).total_seconds()
                 self._paused_until[tp] = asyncio.get_running_loop().time() + min(wait, 60.0)
                 break
-            if len(due) >= self._batch_limit:  # a round is at most one attempt long: seek back for the rest
-                self._consumer.seek(tp, record.offset)
-                break
-            due.append(event)
-            last = record.offset
-        await asyncio.gather(*(self._retry(event) for event in due))
-        if last is not None:
-            await self._consumer.commit({tp: OffsetAndMetadata(last + 1, "")})
+            await self._slots.acquire()
+            part.offsets[record.offset] = False
+            task = asyncio.create_task(self._retry(tp, record.offset, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _retry(self, event: DeliveryRetry) -> None:
-        app = self._apps.get(event.app_id)
-        if app is None or not app.deliverable:
-            log.info(
-                "dropping retry %d of %s to app %s: it no longer receives",
-                event.attempt,
-                event.event.message_id,
-                event.app_id,
-            )
-            return
-        async with self._concurrency:
-            await self._deliverer.attempt(
-                app, event.event, attempt=event.attempt, first_attempted_at=event.first_attempted_at
-            )
+    async def _retry(self, tp: TopicPartition, offset: int, event: DeliveryRetry) -> None:
+        try:
+            while True:
+                app = self._apps.get(event.app_id)
+                if app is None or not app.deliverable:
+                    log.info(
+                        "dropping retry %d of %s to app %s: it no longer receives",
+                        event.attempt,
+                        event.event.message_id,
+                        event.app_id,
+                    )
+                    break
+                gate = self._app_gates.setdefault(app.app_id, asyncio.Semaphore(self._per_app))
+                try:
+                    async with gate, self._concurrency:
+                        await self._deliverer.attempt(
+                            app,
+                            event.event,
+                            attempt=event.attempt,
+                            first_attempted_at=event.first_attempted_at,
+                        )
+                    break
+                except Exception:  # the attempt could not be recorded: try it again
+                    log.exception("retry to app %s could not be recorded; trying again", app.app_id)
+                    if self._stopping:
+                        return
+                    await asyncio.sleep(1.0)
+            part = self._partitions.get(tp)
+            if part is not None and offset in part.offsets:
+                part.offsets[offset] = True
+        finally:
+            self._slots.release()
+
+    async def _commit(self) -> None:
+        offsets = {}
+        for tp, part in self._partitions.items():
+            position = part.committable()
+            if position is not None:
+                offsets[tp] = OffsetAndMetadata(position, "")
+        if offsets:
+            with contextlib.suppress(Exception):  # a rebalance in progress: the next commit catches up
+                await self._consumer.commit(offsets)
 
 
 def make_request_consumer(
