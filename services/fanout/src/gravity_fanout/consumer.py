@@ -137,6 +137,18 @@ class _Partition:
         return None if last is None else last + 1
 
 
+async def _commit_finished(consumer: AIOKafkaConsumer, partitions: dict[TopicPartition, _Partition]) -> None:
+    """Commit each partition's finished prefix."""
+    offsets = {}
+    for tp, part in partitions.items():
+        position = part.committable()
+        if position is not None:
+            offsets[tp] = OffsetAndMetadata(position, "")
+    if offsets:
+        with contextlib.suppress(Exception):  # a rebalance in progress: the next commit catches up
+            await consumer.commit(offsets)
+
+
 class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     """``sms_inbound`` → a job per target app; commit the finished prefix of each partition."""
 
@@ -260,14 +272,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             part.offsets[offset] = True
 
     async def _commit(self) -> None:
-        offsets = {}
-        for tp, part in self._partitions.items():
-            position = part.committable()
-            if position is not None:
-                offsets[tp] = OffsetAndMetadata(position, "")
-        if offsets:
-            with contextlib.suppress(Exception):  # a rebalance in progress: the next commit catches up
-                await self._consumer.commit(offsets)
+        await _commit_finished(self._consumer, self._partitions)
 
 
 class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -409,14 +414,7 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             self._slots.release()
 
     async def _commit(self) -> None:
-        offsets = {}
-        for tp, part in self._partitions.items():
-            position = part.committable()
-            if position is not None:
-                offsets[tp] = OffsetAndMetadata(position, "")
-        if offsets:
-            with contextlib.suppress(Exception):  # a rebalance in progress: the next commit catches up
-                await self._consumer.commit(offsets)
+        await _commit_finished(self._consumer, self._partitions)
 
 
 def make_request_consumer(
