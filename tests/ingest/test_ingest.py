@@ -392,6 +392,16 @@ async def test_unusable_inbound_sms_is_400(client: httpx.AsyncClient, subscripti
     assert "from" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("rc_id", ["123\x00456", "1" * 129, "12\n34"])
+async def test_an_id_that_is_not_a_ringcentral_id_is_400(
+    client: httpx.AsyncClient, subscription: Sub, rc_id: str
+) -> None:
+    _, sub, token = subscription
+    r = await _post(client, notification(sub, rc_id), token)
+    assert r.status_code == 400 and _error_code(r) == "invalid_notification"
+    assert "body.id" in r.json()["error"]["message"]
+
+
 async def test_absurdly_nested_inbound_sms_is_400(client: httpx.AsyncClient, subscription: Sub) -> None:
     """Nesting the consumers' parser would refuse is stopped here, not dead-lettered downstream."""
     _, sub, token = subscription

@@ -196,6 +196,33 @@ async def test_malformed_records_are_dead_lettered_and_later_ones_processed(
     assert origin["dlq-origin-topic"] == topics.RC_RAW.encode() and "dlq-error" in origin
 
 
+async def test_a_nul_in_any_field_never_blocks_the_projection(
+    registry: Registry, kafka_settings: KafkaSettings
+) -> None:
+    """PostgreSQL text cannot hold U+0000. Found by the ingest fuzzer: one notification with a NUL in its id
+    stopped the projection for every tenant (the batch was retried forever)."""
+    tenant = await registry.tenant()
+    bad_id = raw(tenant["tenantId"], "12345\x006789")
+    nul_everywhere = raw(
+        tenant["tenantId"],
+        subject="a\x00b",
+        conversation={"id": "c\x00d"},
+        **{"from": {"phoneNumber": "+1555\x00"}},
+    )
+    good = raw(tenant["tenantId"])
+    await feed(kafka_settings, bad_id, nul_everywhere, good)  # one batch, the bad one first
+    messages = await stored(registry, tenant, 2)
+    assert {m["rcMessageId"] for m in messages} == {nul_everywhere.rc_message_id, good.rc_message_id}
+    kept = next(m for m in messages if m["rcMessageId"] == nul_everywhere.rc_message_id)
+    assert kept["body"] == "a\ufffdb" and kept["from"] == "+1555\ufffd"
+    async with TopicTail(kafka_settings, topics.DEAD_LETTER) as tail:
+
+        async def refused() -> bool:
+            return bad_id.rc_message_id.encode() in {r.key for r in await tail.poll()}
+
+        await eventually(refused)
+
+
 async def test_filters_limits_and_isolation(registry: Registry, kafka_settings: KafkaSettings) -> None:
     a, b = await registry.tenant("A"), await registry.tenant("B")
     base = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

@@ -13,6 +13,7 @@ from typing import Any
 from gravity_events.ids import parse_timestamp
 
 __all__ = [
+    "MAX_ID_LENGTH",
     "InboundSms",
     "NotificationError",
     "check_notification_shape",
@@ -79,6 +80,11 @@ def _str(value: Any, what: str) -> str:
     return value
 
 
+MAX_ID_LENGTH = 128
+"""RingCentral message ids are short digit strings; anything longer, or with control characters (a NUL
+cannot even be stored), is not one."""
+
+
 def extract_inbound_sms(body: dict[str, Any]) -> InboundSms:
     """Read one inbound SMS out of a notification ``body``; raise :class:`NotificationError`.
 
@@ -87,6 +93,8 @@ def extract_inbound_sms(body: dict[str, Any]) -> InboundSms:
     ``conversation.id``.
     """
     rc_message_id = _str(body.get("id"), "body.id")
+    if len(rc_message_id) > MAX_ID_LENGTH or any(ch < " " or ch == "\x7f" for ch in rc_message_id):
+        raise NotificationError("body.id is not a RingCentral message id")
     sender = body.get("from")
     if not isinstance(sender, dict):
         raise NotificationError("body.from is missing or not an object")

@@ -335,6 +335,7 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
     this returns. A crash anywhere repeats at most step 3 for some messages: never a second row.
     """
     rows: dict[tuple[str, str], db.MessageRow] = {}
+    origins: dict[tuple[str, str], Envelope] = {}
     for envelope in batch:
         event = envelope.event
         if not isinstance(event, RcNotification):
@@ -350,6 +351,7 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
             await _dead_letter(producer, envelope, str(exc))
             continue
         key = (event.tenant_id, sms.rc_message_id)
+        origins.setdefault(key, envelope)
         rows.setdefault(
             key,
             db.MessageRow(
@@ -361,14 +363,22 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
                 body=_clean(sms.text),
                 timestamp=sms.creation_time,
                 received_at=event.received_at,
-                conversation_id=sms.conversation_id,
+                conversation_id=_clean(sms.conversation_id) if sms.conversation_id is not None else None,
             ),
         )
     if not rows:
         return
-    keys = list(rows)
     async with pool.acquire() as conn:
-        await db.insert_messages(conn, rows=list(rows.values()))
+        try:
+            await db.insert_messages(conn, rows=list(rows.values()))
+        except asyncpg.DataError:  # a value PostgreSQL refuses: find it, so it cannot block everyone
+            for key, row in list(rows.items()):
+                try:
+                    await db.insert_messages(conn, rows=[row])
+                except asyncpg.DataError as exc:
+                    await _dead_letter(producer, origins[key], f"not storable: {exc}")
+                    del rows[key]
+        keys = list(rows)
         pending = await db.unpublished_messages(conn, keys=keys)
         futures = []
         for row in pending:
