@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
+from typing import Any
 
 import asyncpg
 import orjson
@@ -320,26 +321,38 @@ async def list_messages_before(
     until: datetime | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Newest first, strictly before ``before`` in (receivedAt, messageId) order."""
+    """Newest first, strictly before ``before`` in (receivedAt, messageId) order.
+
+    Only the filters given become conditions: a generic plan for ``($n IS NULL OR col = $n)`` cannot use the
+    sender and recipient indexes.
+    """
+    where = ["tenant_id = $1"]
+    args: list[Any] = [tenant_id]
+
+    def condition(template: str, *values: Any) -> None:
+        refs = []
+        for value in values:
+            args.append(value)
+            refs.append(f"${len(args)}")
+        where.append(template.format(*refs))
+
+    if direction is not None:
+        condition("direction = {0}", direction)
+    if before is not None:
+        condition("(received_at, message_id) < ({0}::timestamptz, {1}::text)", *before)
+    if from_number is not None:
+        condition("from_number = {0}", from_number)
+    if to_number is not None:
+        condition("to_number = {0}", to_number)
+    if since is not None:
+        condition("received_at >= {0}::timestamptz", since)
+    if until is not None:
+        condition("received_at < {0}::timestamptz", until)
+    args.append(limit)
     rows: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages"  # noqa: S608 - constant column list
-        " WHERE tenant_id = $1"
-        " AND ($2::text IS NULL OR direction = $2)"
-        " AND ($3::timestamptz IS NULL OR (received_at, message_id) < ($3, $4::text))"
-        " AND ($5::text IS NULL OR from_number = $5)"
-        " AND ($6::text IS NULL OR to_number = $6)"
-        " AND ($7::timestamptz IS NULL OR received_at >= $7)"
-        " AND ($8::timestamptz IS NULL OR received_at < $8)"
-        " ORDER BY received_at DESC, message_id DESC LIMIT $9",
-        tenant_id,
-        direction,
-        before[0] if before else None,
-        before[1] if before else None,
-        from_number,
-        to_number,
-        since,
-        until,
-        limit,
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"  # noqa: S608 - fixed fragments
+        f" ORDER BY received_at DESC, message_id DESC LIMIT ${len(args)}",
+        *args,
     )
     return rows
 
