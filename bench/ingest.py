@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from tests.support import free_port
 
 from bench.common import ROOT, closed_loop, machine_facts, open_loop, service, summary_ms
-from gravity_events import topics
+from gravity_events import ids, topics
 
 ADMIN = "bench-admin-token"
 
@@ -103,6 +103,24 @@ async def run(infra: Any) -> str:
         ingest = await closed_loop(
             url, lambda i: (notification(sub_id, f"c{prefix}{i}"), headers), concurrency=32, seconds=10
         )
+
+        # Let the projection finish the closed loop's backlog first: otherwise the open loop's first messages
+        # queue behind ~30,000 records and the tail measures the backlog, not the path. Markers posted now
+        # (spread over the raw topic's partitions by their keys) are stored once every partition caught up.
+        markers = [f"m{prefix}{k}" for k in range(48)]
+        async with httpx.AsyncClient() as probe:
+            for rc_id in markers:
+                r = await probe.post(url, content=notification(sub_id, rc_id), headers=headers)
+                assert r.status_code == 200, r.text
+            auth = {"Authorization": f"Bearer {tenant['apiKey']}"}
+            deadline = time.monotonic() + 120
+            for rc_id in markers:
+                message_id = ids.message_id_for(tenant["tenantId"], rc_id)
+                path = f"http://127.0.0.1:{reg_port}/v1/sms/messages/{message_id}"
+                while (await probe.get(path, headers=auth)).status_code != 200:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the projection never caught up with the closed loop")
+                    await asyncio.sleep(0.05)
 
         # Open loop: read sms_inbound from the current end (offsets_for_times: end offsets are unreliable).
         consumer = AIOKafkaConsumer(
