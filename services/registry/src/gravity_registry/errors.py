@@ -6,7 +6,8 @@ RegistryError
 ├── Conflict           409 conflict
 ├── ValidationFailed   422 validation_error
 └── UpstreamFailed     502 ringcentral_error (RingCentral refused or could not be reached)
-(request-shape errors from FastAPI are mapped to 422 validation_error too; unknown routes to 404.)
+(request-shape errors from FastAPI are mapped to 422 validation_error too; unknown routes to 404; losing
+PostgreSQL — refused, reset or shut down — to 503 unavailable with Retry-After.)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +34,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, timed out (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,  # e.g. the connection closed in the middle of an operation
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+"""What losing PostgreSQL looks like to asyncpg: the request may succeed if retried, so 503, not 500."""
 
 
 class RegistryError(Exception):
@@ -108,6 +119,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return json_response(_body(code, str(exc.detail)), exc.status_code)
+
+    async def _unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+        body = _body("unavailable", "the database cannot be reached; try again shortly")
+        response = json_response(body, 503)
+        response.headers["Retry-After"] = "1"
+        return response
+
+    for exc_class in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(exc_class, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
