@@ -324,6 +324,39 @@ async def test_a_hanging_endpoints_retries_do_not_delay_another_apps(
     assert len(hang_attempts) <= 2  # that endpoint gets its own concurrency, no more
 
 
+async def test_shutdown_is_prompt_when_every_slot_waits_on_a_hanging_endpoint(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    """Both consumers' windows full of work for an endpoint that never answers (60 s timeout here): stopping
+    must not wait for a slot to free. In CI the flood test's shutdown once hung here and starved the rest."""
+    settings = fanout_settings(
+        kafka_settings,
+        GRAVITY_FANOUT_MAX_IN_FLIGHT=3,
+        GRAVITY_FANOUT_PER_APP_CONCURRENCY=1,
+        GRAVITY_FANOUT_TIMEOUT_SECONDS=60,
+    )
+    async with running_receiver() as receiver:
+        receiver.behave("/hang", hang=True)
+        app = create_app(settings)
+        manager = LifespanManager(app, startup_timeout=60, shutdown_timeout=15)
+        await manager.__aenter__()
+        RUNNING.append(app)
+        try:
+            hang_id, _ = await world.app(receiver.url("/hang"))
+            await world.send(10)
+            await publish_retries(
+                kafka_settings,
+                *(
+                    (due_retry(world, hang_id, sms(world.tenant_id)), settings.consumer_group)
+                    for _ in range(10)
+                ),
+            )
+            await eventually(lambda: receiver.received("/hang"), timeout=15)
+        finally:
+            RUNNING.remove(app)
+        await manager.__aexit__(None, None, None)  # raises TimeoutError if the shutdown hangs
+
+
 async def test_client_errors_end_retries(kafka_settings: KafkaSettings, world: World) -> None:
     async with running_receiver() as receiver, running_fanout(fanout_settings(kafka_settings)):
         receiver.behave("/gone", status=410)

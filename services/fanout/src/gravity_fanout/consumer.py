@@ -137,6 +137,23 @@ class _Partition:
         return None if last is None else last + 1
 
 
+async def _slot_or_stop(slots: asyncio.Semaphore, stopped: asyncio.Event) -> bool:
+    """Take a slot; False, holding none, if stopping comes first (a full window must not block shutdown)."""
+    if stopped.is_set():
+        return False
+    if not slots.locked():
+        await slots.acquire()  # free: immediate
+        return True
+    acquire = asyncio.ensure_future(slots.acquire())
+    stop = asyncio.ensure_future(stopped.wait())
+    await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if acquire.done() and not acquire.cancelled():
+        return True
+    acquire.cancel()
+    return False
+
+
 async def _commit_finished(consumer: AIOKafkaConsumer, partitions: dict[TopicPartition, _Partition]) -> None:
     """Commit each partition's finished prefix."""
     offsets = {}
@@ -162,6 +179,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         """Set once the group gave this copy its partitions and their positions are fixed."""
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -183,6 +201,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     def stop(self) -> None:
         """Stop reading; the loop commits what finished and returns."""
         self._stopping = True
+        self._stopped.set()
 
     async def close(self) -> None:
         """Wait for the messages in hand (their lanes are closed: they end at once), leave the group."""
@@ -220,7 +239,9 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
             for tp, records in batch.items():
                 for record in records:
-                    await self._slots.acquire()  # backpressure: stop reading when too much is unfinished
+                    # backpressure: stop reading when too much is unfinished (but never block a stop)
+                    if not await _slot_or_stop(self._slots, self._stopped):
+                        break
                     self._partitions.setdefault(tp, _Partition()).offsets[record.offset] = False
                     task = asyncio.create_task(self._dispatch(tp, record))
                     self._tasks.add(task)
@@ -299,6 +320,7 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=settings.consumer_group + "-retry",
@@ -318,6 +340,7 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     def stop(self) -> None:
         """Stop reading; the loop commits what finished and returns."""
         self._stopping = True
+        self._stopped.set()
 
     async def close(self) -> None:
         """Abandon the attempts in hand (not committed: read again after a restart), leave the group."""
@@ -374,7 +397,9 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 wait = (event.due_at - now).total_seconds()
                 self._paused_until[tp] = asyncio.get_running_loop().time() + min(wait, 60.0)
                 break
-            await self._slots.acquire()
+            if not await _slot_or_stop(self._slots, self._stopped):  # stopping with the window full
+                self._consumer.seek(tp, record.offset)
+                break
             part.offsets[record.offset] = False
             task = asyncio.create_task(self._retry(tp, record.offset, event))
             self._tasks.add(task)
