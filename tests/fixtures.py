@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gravity_events import topics
+from gravity_events.ids import utcnow
 from gravity_events.kafka import make_producer, publish
-from gravity_events.models import Event, SubscriptionActive, SubscriptionRemoved
+from gravity_events.models import Event, RcNotification, SubscriptionActive, SubscriptionRemoved
 from gravity_events.settings import KafkaSettings
 
 __all__ = [
     "TopicTail",
     "notification",
     "publish_events",
+    "raw_event",
     "subscription_active",
     "subscription_removed",
 ]
@@ -63,6 +66,20 @@ def subscription_active(tenant_id: str, subscription_id: str, token: str) -> Sub
 def subscription_removed(tenant_id: str, subscription_id: str) -> SubscriptionRemoved:
     """What the registry publishes when a subscription is replaced or deleted."""
     return SubscriptionRemoved(subscription_id=subscription_id, tenant_id=tenant_id)
+
+
+def raw_event(
+    tenant_id: str, subscription_id: str, *, received_at: datetime | None = None, **body: Any
+) -> RcNotification:
+    """What ingest appends for one fresh notification of ``subscription_id``."""
+    n = notification(subscription_id, **body)
+    return RcNotification(
+        tenant_id=tenant_id,
+        subscription_id=subscription_id,
+        rc_message_id=n["body"]["id"],
+        received_at=received_at or utcnow(),
+        notification=n,
+    )
 
 
 async def publish_events(settings: KafkaSettings, topic: str, *events: tuple[str, Event]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from tests.fixtures import notification, publish_events
+from tests.fixtures import notification, publish_events, raw_event
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
 from tests.servers import serve
 from tests.support import eventually
@@ -307,14 +307,9 @@ async def test_a_client_that_stops_reading_is_cut_off_while_others_keep_receivin
             for _wave in range(10):  # ~18 MB in waves the reading client keeps up with
                 events = []
                 for _ in range(30):
-                    body = notification("sub-rt", subject=big)
                     events.append(
-                        RcNotification(
-                            tenant_id=tenant["tenantId"],
-                            subscription_id="sub-rt",
-                            rc_message_id=body["body"]["id"],
-                            received_at=stack._next_received_at(),
-                            notification=body,
+                        raw_event(
+                            tenant["tenantId"], "sub-rt", received_at=stack._next_received_at(), subject=big
                         )
                     )
                 await publish_events(stack.kafka, topics.RC_RAW, *((e.rc_message_id, e) for e in events))

@@ -14,12 +14,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 from asgi_lifespan import LifespanManager
-from tests.fixtures import notification, publish_events
+from tests.fixtures import publish_events, raw_event
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
 from tests.support import eventually, free_port
 
 from gravity_events import ids, topics
-from gravity_events.models import RcNotification
 from gravity_events.settings import KafkaSettings
 from gravity_registry.app import create_app
 
@@ -97,24 +96,11 @@ async def test_the_api_answers_503_while_the_database_is_gone_and_recovers(
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "unavailable" and r.headers["retry-after"] == "1"
         assert (await api.get("/readyz")).status_code == 503
-        body = notification("sub-outage")
-        await publish_events(  # RingCentral's SMS arrives while the database is away
-            kafka_settings,
-            topics.RC_RAW,
-            (
-                body["body"]["id"],
-                RcNotification(
-                    tenant_id=tenant["tenantId"],
-                    subscription_id="sub-outage",
-                    rc_message_id=body["body"]["id"],
-                    received_at=ids.utcnow(),
-                    notification=body,
-                ),
-            ),
-        )
+        event = raw_event(tenant["tenantId"], "sub-outage")  # RingCentral's SMS arrives meanwhile
+        await publish_events(kafka_settings, topics.RC_RAW, (event.rc_message_id, event))
 
         await proxy.restore()
-        message_id = ids.message_id_for(tenant["tenantId"], body["body"]["id"])
+        message_id = ids.message_id_for(tenant["tenantId"], event.rc_message_id)
         await eventually(lambda: _status(api, f"/v1/sms/messages/{message_id}", auth, 200), timeout=30)
     await proxy.cut()
 
