@@ -124,8 +124,13 @@ async def _connect(url: str, key: str | None = None, **kw: Any) -> ClientConnect
     return ws
 
 
+FRAME_DEADLINE = 30.0
+"""Per frame. The path (raw topic → projection → sms_inbound → realtime) takes ~20 ms here, but in full CI
+runs on two cores it has stalled past 10 s a few times, mid-module, cause not yet found (see the notes)."""
+
+
 async def _frames(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
-    return [orjson.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(n)]
+    return [orjson.loads(await asyncio.wait_for(ws.recv(), FRAME_DEADLINE)) for _ in range(n)]
 
 
 async def test_both_auth_styles_and_the_connected_frame(stack: Stack) -> None:
