@@ -94,11 +94,17 @@ async def publish_events(settings: KafkaSettings, topic: str, *events: tuple[str
 
 
 class TopicTail:
-    """Reads every partition of a topic from offset 0, keeping what matches a predicate."""
+    """Reads every partition of a topic from offset 0, or from ``since`` (epoch ms) when given.
 
-    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+    Tests that wait for something they just caused pass ``since`` (taken before causing it): by the later
+    modules of a session the canonical and deliveries topics hold hundreds of thousands of records, and
+    re-reading them from 0 on every run has taken longer than the test's deadline.
+    """
+
+    def __init__(self, settings: KafkaSettings, topic: str, *, since: int | None = None) -> None:
         self.topic = topic
         self.records: list[Any] = []
+        self._since = since
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
@@ -110,8 +116,15 @@ class TopicTail:
         parts = self._consumer.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
+        found = await self._consumer.offsets_for_times(dict.fromkeys(tps, self._since)) if self._since else {}
         for tp in tps:
-            self._consumer.seek(tp, 0)
+            hit = found.get(tp)
+            if self._since is None:
+                self._consumer.seek(tp, 0)
+            elif hit is not None:
+                self._consumer.seek(tp, hit.offset)
+            else:  # nothing that recent yet: from the end (on Tansu the end may replay a little, never skip)
+                await self._consumer.seek_to_end(tp)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

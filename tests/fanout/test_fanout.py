@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -104,6 +104,8 @@ def sms(tenant_id: str, text: str = "hello") -> SmsInbound:
 class World:
     kafka: KafkaSettings
     tenant_id: str
+    since: int = field(default_factory=lambda: int(time.time() * 1000) - 1000)
+    """When the test began (epoch ms): topic readers start here, not at offset 0."""
 
     async def app(
         self, url: str | None, *secrets_: tuple[str, Any], disabled: bool = False
@@ -135,9 +137,9 @@ def world(kafka_settings: KafkaSettings) -> World:
     return World(kafka_settings, ids.new_tenant_id())
 
 
-async def deliveries(kafka: KafkaSettings, app_id: str, count: int, timeout: float = 15) -> list[Any]:
+async def deliveries(world: World, app_id: str, count: int, timeout: float = 15) -> list[Any]:
     """The first ``count`` records of ``app_id`` on the deliveries topic."""
-    async with TopicTail(kafka, topics.DELIVERIES) as tail:
+    async with TopicTail(world.kafka, topics.DELIVERIES, since=world.since) as tail:
 
         async def enough() -> list[Any]:
             mine = [
@@ -165,7 +167,7 @@ async def test_exact_payload_headers_and_signature(kafka_settings: KafkaSettings
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
     assert request.headers["user-agent"].startswith("Gravity-SMS-Webhooks/")
     verify(secret, request.headers, request.body)
-    [attempt] = await deliveries(kafka_settings, app_id, 1)
+    [attempt] = await deliveries(world, app_id, 1)
     assert isinstance(attempt, DeliveryAttempt) and attempt.succeeded and attempt.attempt == 1
     assert (
         attempt.message_id == event.message_id
@@ -212,9 +214,9 @@ async def test_slow_and_dead_apps_do_not_delay_a_fast_one(
         assert fast_done < first_slow + 4.9
         assert sorted(bodies(receiver, "/fast")) == sorted(encode(e) for e in events)
         assert len(receiver.received("/fail")) >= 30 and receiver.received("/hang")
-        [hung, *_] = await deliveries(kafka_settings, ids_["/hang"], 1)
+        [hung, *_] = await deliveries(world, ids_["/hang"], 1)
         assert hung.error == "timed out after 5 s" and hung.duration_ms >= 4900 and hung.response_code is None
-        [refused, *_] = await deliveries(kafka_settings, refused_id, 1)
+        [refused, *_] = await deliveries(world, refused_id, 1)
         assert refused.error.startswith("connection failed") and refused.response_code is None
 
 
@@ -251,7 +253,7 @@ async def test_failures_are_retried_on_schedule_until_success(
         [event] = await world.send()
         await eventually(lambda: len(receiver.received("/flaky")) >= 2, timeout=10)
         receiver.behave("/flaky", status=200)
-        attempts = await deliveries(kafka_settings, app_id, 3)
+        attempts = await deliveries(world, app_id, 3)
     assert [(a.attempt, a.succeeded) for a in attempts] == [(1, False), (2, False), (3, True)]
     assert all(a.message_id == event.message_id for a in attempts)
     assert attempts[0].response_code == 500 and attempts[0].error == "HTTP 500"
@@ -362,7 +364,7 @@ async def test_client_errors_end_retries(kafka_settings: KafkaSettings, world: W
         receiver.behave("/gone", status=410)
         app_id, _ = await world.app(receiver.url("/gone"))
         await world.send()
-        [attempt] = await deliveries(kafka_settings, app_id, 1)
+        [attempt] = await deliveries(world, app_id, 1)
     assert attempt.response_code == 410 and attempt.next_attempt_at is None
 
 
@@ -373,11 +375,11 @@ async def test_retries_survive_a_restart(kafka_settings: KafkaSettings, world: W
         async with running_fanout(settings):
             app_id, _ = await world.app(receiver.url("/later"))
             await world.send()
-            [first] = await deliveries(kafka_settings, app_id, 1)
+            [first] = await deliveries(world, app_id, 1)
             assert first.next_attempt_at is not None
         receiver.behave("/later", status=200)  # fanout is down when the retry falls due
         async with running_fanout(settings.model_copy()):
-            attempts = await deliveries(kafka_settings, app_id, 2)
+            attempts = await deliveries(world, app_id, 2)
     assert [(a.attempt, a.succeeded) for a in attempts] == [(1, False), (2, True)]
     assert attempts[1].attempted_at >= first.next_attempt_at
 
@@ -416,7 +418,7 @@ async def test_manual_retry_request(kafka_settings: KafkaSettings, world: World)
         [got] = await eventually(lambda: receiver.received("/manual"), timeout=10)
     assert got.body == encode(event)
     verify(secret, got.headers, got.body)
-    [attempt] = await deliveries(kafka_settings, app_id, 1)
+    [attempt] = await deliveries(world, app_id, 1)
     assert attempt.message_id == event.message_id and attempt.succeeded
 
 
@@ -431,7 +433,7 @@ async def test_continuous_failure_disables_the_app(kafka_settings: KafkaSettings
         app_id, _ = await world.app(receiver.url("/dead"))
         await world.send()
 
-        async with TopicTail(kafka_settings, topics.DELIVERIES) as tail:
+        async with TopicTail(kafka_settings, topics.DELIVERIES, since=world.since) as tail:
 
             async def disabled() -> list[Any]:
                 mine = [
@@ -507,7 +509,7 @@ async def test_a_flood_to_a_slow_endpoint_is_deferred_not_buffered(
         await world.app(receiver.url("/fast"))
         events = await world.send(10_000)
         await eventually(lambda: len(receiver.received("/fast")) >= 10_000, timeout=180)
-        async with TopicTail(kafka_settings, topics.FANOUT_RETRY) as tail:
+        async with TopicTail(kafka_settings, topics.FANOUT_RETRY, since=world.since) as tail:
 
             async def deferred() -> list[Any]:
                 found = [

@@ -8,6 +8,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,12 +62,17 @@ async def stored(
     return await eventually(fetch, timeout=15)
 
 
+def now_ms() -> int:
+    """A topic position to read from: a second before now (clocks of one machine)."""
+    return int(time.time() * 1000) - 1000
+
+
 async def sms_inbound_for(
-    kafka: KafkaSettings, message_ids: set[str], settle_marker: str | None = None
+    kafka: KafkaSettings, message_ids: set[str], since: int, settle_marker: str | None = None
 ) -> Counter[str]:
-    """How often each messageId appears on the canonical topic (reading it whole, counting as it goes)."""
+    """How often each messageId appears on the canonical topic since ``since`` (counting as it reads)."""
     counts: Counter[str] = Counter()
-    async with TopicTail(kafka, topics.SMS_INBOUND) as tail:
+    async with TopicTail(kafka, topics.SMS_INBOUND, since=since) as tail:
         done = 0
 
         async def read() -> None:
@@ -88,6 +94,7 @@ async def sms_inbound_for(
 async def test_a_notification_becomes_one_message_and_one_sms_inbound(
     registry: Registry, kafka_settings: KafkaSettings
 ) -> None:
+    since = now_ms()
     tenant = await registry.tenant()
     event = raw(tenant["tenantId"])
     await feed(kafka_settings, event)
@@ -107,7 +114,7 @@ async def test_a_notification_becomes_one_message_and_one_sms_inbound(
     }
     one = await registry.client.get(f"/v1/sms/messages/{message_id}", headers=tenant["auth"])
     assert one.json() == message
-    async with TopicTail(kafka_settings, topics.SMS_INBOUND) as tail:
+    async with TopicTail(kafka_settings, topics.SMS_INBOUND, since=since) as tail:
 
         async def mine() -> list[Any]:
             return [r for r in await tail.poll() if orjson.loads(r.value)["messageId"] == message_id]
@@ -132,6 +139,7 @@ async def test_a_notification_becomes_one_message_and_one_sms_inbound(
 async def test_fifty_duplicates_store_one_row_and_publish_once(
     registry: Registry, kafka_settings: KafkaSettings
 ) -> None:
+    since = now_ms()
     tenant = await registry.tenant()
     event = raw(tenant["tenantId"])
     await feed(kafka_settings, *([event] * 50))
@@ -139,13 +147,14 @@ async def test_fifty_duplicates_store_one_row_and_publish_once(
     await feed(kafka_settings, marker)
     messages = await stored(registry, tenant, 2)
     assert sorted(m["rcMessageId"] for m in messages) == sorted([event.rc_message_id, marker.rc_message_id])
-    counts = await sms_inbound_for(kafka_settings, {m["messageId"] for m in messages})
+    counts = await sms_inbound_for(kafka_settings, {m["messageId"] for m in messages}, since)
     assert set(counts.values()) == {1}
 
 
 async def test_replay_from_offset_zero_stores_nothing_new_and_publishes_nothing_again(
     registry: Registry, kafka_settings: KafkaSettings
 ) -> None:
+    since = now_ms()
     tenant = await registry.tenant()
     events = [raw(tenant["tenantId"]) for _ in range(5)]
     await feed(kafka_settings, *events)
@@ -158,7 +167,7 @@ async def test_replay_from_offset_zero_stores_nothing_new_and_publishes_nothing_
         await asyncio.wait_for(replayer.state.projection.caught_up.wait(), 60)
     after = await stored(registry, tenant, 5)
     assert after == before
-    counts = await sms_inbound_for(kafka_settings, {m["messageId"] for m in before})
+    counts = await sms_inbound_for(kafka_settings, {m["messageId"] for m in before}, since)
     assert set(counts.values()) == {1}
 
 
@@ -324,6 +333,7 @@ async def test_after_pages_oldest_first(registry: Registry, kafka_settings: Kafk
 async def test_registry_killed_mid_stream_stores_every_event_exactly_once(
     kafka_settings: KafkaSettings, make_database: Any
 ) -> None:
+    since = now_ms()
     url = await make_database()
     port = free_port()
     env = {
@@ -382,7 +392,7 @@ async def test_registry_killed_mid_stream_stores_every_event_exactly_once(
         await eventually(all_published, timeout=30)
         await conn.close()
         mids = {ids.message_id_for(tenant["tenantId"], e.rc_message_id) for e in events}
-        counts = await sms_inbound_for(kafka_settings, mids)
+        counts = await sms_inbound_for(kafka_settings, mids, since)
         assert min(counts.values()) >= 1  # at least once; a repeat is allowed after a crash
     finally:
         proc.kill()
