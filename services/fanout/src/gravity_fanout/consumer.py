@@ -178,7 +178,6 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned = asyncio.Event()
         """Set once the group gave this copy its partitions and their positions are fixed."""
         self._partitions: dict[TopicPartition, _Partition] = {}
-        self._stopping = False
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer = AIOKafkaConsumer(
@@ -200,7 +199,6 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def stop(self) -> None:
         """Stop reading; the loop commits what finished and returns."""
-        self._stopping = True
         self._stopped.set()
 
     async def close(self) -> None:
@@ -235,7 +233,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def run(self) -> None:
         """Read, dispatch, commit, until stopped."""
-        while not self._stopping:
+        while not self._stopped.is_set():
             batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
             for tp, records in batch.items():
                 for record in records:
@@ -279,7 +277,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 if isinstance(outcome, Exception) and app in self._apps.targets(event.tenant_id)
             ]
             if pending:
-                if self._stopping:
+                if self._stopped.is_set():
                     return False
                 await asyncio.sleep(1.0)  # the broker refused the attempt record: back off, try again
         return True
@@ -319,7 +317,6 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._paused_until: dict[TopicPartition, float] = {}
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = False
         self._stopped = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -339,7 +336,6 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def stop(self) -> None:
         """Stop reading; the loop commits what finished and returns."""
-        self._stopping = True
         self._stopped.set()
 
     async def close(self) -> None:
@@ -362,7 +358,7 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self) -> None:
         """Deliver due retries until stopped."""
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        while not self._stopped.is_set():
             for tp, until in list(self._paused_until.items()):
                 if until <= loop.time():
                     del self._paused_until[tp]
@@ -429,7 +425,7 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     break
                 except Exception:  # the attempt could not be recorded: try it again
                     log.exception("retry to app %s could not be recorded; trying again", app.app_id)
-                    if self._stopping:
+                    if self._stopped.is_set():
                         return
                     await asyncio.sleep(1.0)
             part = self._partitions.get(tp)
