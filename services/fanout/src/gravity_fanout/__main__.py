@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from gravity_events import logs
 from gravity_fanout.app import create_app
 from gravity_fanout.settings import Settings
 
@@ -11,6 +12,7 @@ from gravity_fanout.settings import Settings
 def main() -> None:
     """Read settings once and serve."""
     settings = Settings()
+    logs.configure(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 

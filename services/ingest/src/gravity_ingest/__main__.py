@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
+from gravity_events import logs
 from gravity_ingest.app import create_app
 from gravity_ingest.settings import Settings
 
@@ -13,10 +12,7 @@ from gravity_ingest.settings import Settings
 def main() -> None:
     """Read settings once and serve (uvloop + httptools)."""
     settings = Settings()
-    level = settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != "DEBUG":  # aiokafka's INFO lines (metadata, connections) drown ingest's own
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logs.configure(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from gravity_events import logs
 from gravity_realtime.app import create_app
 from gravity_realtime.protocol import AbortableWebSocketProtocol
 from gravity_realtime.settings import Settings
@@ -12,6 +13,7 @@ from gravity_realtime.settings import Settings
 def main() -> None:
     """Read settings once and serve WebSockets without compression (14 KiB vs 64 KiB a socket)."""
     settings = Settings()
+    logs.configure(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

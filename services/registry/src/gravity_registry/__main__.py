@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from gravity_events import logs
 from gravity_registry.app import create_app
 from gravity_registry.settings import Settings
 
@@ -11,6 +12,7 @@ from gravity_registry.settings import Settings
 def main() -> None:
     """Read settings once (refusing weak production configuration) and serve."""
     settings = Settings()
+    logs.configure(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
