@@ -3,223 +3,26 @@ keeps sending; one app endpoint fails for a while then recovers, one hangs. Afte
 every event answered 200 is stored exactly once, every (app, message) pair was delivered at least once,
 WebSocket clients that resume with ``since`` have every message. Nothing may be lost.
 
-Processes: one registry, two ingest, two fanout (one consumer group) and two realtime copies, each its own
-``python -m gravity_<service>`` on the session broker and a fresh database. RingCentral (the load
-generator) spreads notifications over both ingest copies, as a load balancer would, and retries elsewhere
-when a copy does not answer 200, as RingCentral retries.
+Runs on the session broker (memory engine) and a fresh database; the broker and PostgreSQL themselves
+are stopped and restarted in ``test_infrastructure_restart.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import secrets
-import signal
-import subprocess
-import sys
-import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
-import orjson
 import pytest
-from tests.simulators.receiver import running_receiver
-from tests.simulators.ringcentral import RingCentralSimulator, running_ringcentral
-from tests.support import eventually, free_port
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from tests.chaos.harness import Chaos, Injection, chaos_run
 
-from gravity_devstack.procs import spawn, stop_process
-from gravity_events import ids
 from gravity_events.settings import KafkaSettings
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
-
-RATE = 50  # notifications per second
-DURATION = 20.0  # seconds of load
-KILLS = [(3.0, "ingest-1"), (7.0, "registry"), (11.0, "fanout-0"), (15.0, "realtime-0")]
-FLAKY_FOR = 10.0  # the flaky endpoint answers 500 for this long, then 200
-ADMIN_TOKEN = "chaos-admin-token-" + "z" * 16
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
-@dataclass
-class Service:
-    """One copy of a service: a child process that can be killed and started again."""
-
-    name: str
-    module: str
-    port: int
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    kills: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = spawn([sys.executable, "-m", self.module], env=self.env, log=self.log)
-
-    def kill(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, f"{self.name} is not running"
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.kills += 1
-
-    async def ready(self, client: httpx.AsyncClient) -> None:
-        async def answers() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                return (await client.get(self.url + "/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(answers, timeout=90, interval=0.2)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, grace=10)
-
-
-@contextlib.asynccontextmanager
-async def running_services(
-    kafka: KafkaSettings, database_url: str, logs: Path
-) -> AsyncIterator[dict[str, Service]]:
-    ports = {
-        name: free_port()
-        for name in ("registry", "ingest-0", "ingest-1", "fanout-0", "fanout-1", "realtime-0", "realtime-1")
-    }
-    common = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.kafka_bootstrap_servers,
-        "KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "KAFKA_SESSION_TIMEOUT_MS": str(kafka.kafka_session_timeout_ms),
-        "DATABASE_URL": database_url,
-        "GRAVITY_ENV": "development",
-        "GRAVITY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "GRAVITY_SECRET_KEY": secrets.token_urlsafe(32),
-        "GRAVITY_PUBLIC_URL": f"http://127.0.0.1:{ports['ingest-0']}",
-        "GRAVITY_REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}",
-        "GRAVITY_REGISTRY_CONSUMER_GROUP": "chaos-registry-" + secrets.token_hex(4),
-        "GRAVITY_FANOUT_CONSUMER_GROUP": "chaos-fanout-" + secrets.token_hex(4),
-        "GRAVITY_FANOUT_RETRY_SCHEDULE": "[1, 2, 2, 5, 5, 10, 10, 10]",
-        "GRAVITY_LOG_LEVEL": "warning",
-    }
-    services = {}
-    for name, port in ports.items():
-        kind = name.split("-")[0]
-        env = {**common, f"GRAVITY_{kind.upper()}_PORT": str(port)}
-        services[name] = Service(name, f"gravity_{kind}", port, env, logs / f"{name}.log")
-    try:
-        async with httpx.AsyncClient(timeout=2) as client:
-            services["registry"].start()  # it applies the migrations: the others wait for it
-            await services["registry"].ready(client)
-            for service in services.values():
-                if service.proc is None:
-                    service.start()
-            for service in services.values():
-                await service.ready(client)
-        yield services
-    finally:
-        for service in services.values():
-            service.stop()
-
-
-@dataclass
-class Stream:
-    """A WebSocket client that resumes with ``since`` whenever its copy goes away."""
-
-    urls: list[str]
-    api_key: str
-    ids: list[str] = field(default_factory=list)
-    reconnects: int = 0
-
-    async def run(self, stop: asyncio.Event) -> None:
-        headers = {"Authorization": f"Bearer {self.api_key}"}
-        turn = 0
-        while not stop.is_set():
-            query = f"?since={self.ids[-1]}" if self.ids else ""
-            url = self.urls[turn % len(self.urls)] + query
-            try:
-                async with connect(url, additional_headers=headers, open_timeout=3) as ws:
-                    async for frame in ws:
-                        event = orjson.loads(frame)
-                        if event["type"] == "sms_inbound":
-                            self.ids.append(event["messageId"])
-                        if stop.is_set():
-                            return
-            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake):
-                pass
-            if stop.is_set():
-                return
-            self.reconnects += 1
-            turn += 1  # the copy went away: resume on the other one (or the same, restarted)
-            await asyncio.sleep(0.2)
-
-
-@dataclass
-class Load:
-    """RingCentral: notifications at a steady rate, spread over the ingest copies, retried until 200."""
-
-    sim: RingCentralSimulator
-    subscription_id: str
-    ingest_urls: list[str]
-    accepted: set[str] = field(default_factory=set)
-    retried: int = 0
-    given_up: list[str] = field(default_factory=list)
-
-    async def post(self, client: httpx.AsyncClient, n: int) -> None:
-        message = self.sim.add_message(text=f"chaos {n}")
-        sub = self.sim.subscriptions[self.subscription_id]
-        body = orjson.dumps(self.sim.notification(self.subscription_id, message))
-        headers = {"Verification-Token": sub.verification_token, "Content-Type": "application/json"}
-        deadline = time.monotonic() + 60
-        target = n
-        while time.monotonic() < deadline:
-            url = self.ingest_urls[target % len(self.ingest_urls)] + "/v1/webhooks/ringcentral"
-            try:
-                if (await client.post(url, content=body, headers=headers)).status_code == 200:
-                    self.accepted.add(message["id"])
-                    return
-            except httpx.HTTPError:
-                pass
-            self.retried += 1
-            target += 1
-            await asyncio.sleep(0.2)
-        self.given_up.append(message["id"])
-
-    async def run(self, on_tick: Callable[[float], Awaitable[None]]) -> None:
-        start = time.monotonic()
-        tasks = []
-        async with httpx.AsyncClient(timeout=5) as client:
-            for n in range(int(RATE * DURATION)):
-                due = start + n / RATE
-                await asyncio.sleep(max(0.0, due - time.monotonic()))  # open loop: keep the schedule
-                await on_tick(time.monotonic() - start)
-                tasks.append(asyncio.create_task(self.post(client, n)))
-            await asyncio.gather(*tasks)
-
-
-async def _all_messages(client: httpx.AsyncClient, auth: dict[str, str]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 100}
-        if cursor:
-            params["cursor"] = cursor
-        r = await client.get("/v1/sms/messages", params=params, headers=auth)
-        assert r.status_code == 200, r.text
-        page = r.json()
-        out.extend(page["messages"])
-        cursor = page["nextCursor"]
-        if not cursor:
-            return out
+def _kill_each_service(chaos: Chaos) -> list[Injection]:
+    at = {"ingest-1": 3.0, "registry-0": 7.0, "fanout-0": 11.0, "realtime-0": 15.0}
+    return [Injection(t, f"SIGKILL {name}, restarted", chaos.restart(name)) for name, t in at.items()]
 
 
 async def test_every_service_killed_in_turn_loses_nothing(
@@ -228,127 +31,17 @@ async def test_every_service_killed_in_turn_loses_nothing(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with (
-        running_services(kafka_settings, await make_database(), tmp_path) as services,
-        running_ringcentral() as sim,
-        running_receiver() as receiver,
-        httpx.AsyncClient(base_url=services["registry"].url, timeout=10) as api,
-    ):
-        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        tenant = (await api.post("/v1/tenants", json={"name": "chaos"}, headers=admin)).json()
-        auth = {"Authorization": f"Bearer {tenant['apiKey']}"}
-        receiver.behave("/flaky", status=500)
-        receiver.behave("/hang", hang=True)
-        for path in ("/ok", "/flaky", "/hang"):
-            r = await api.post(
-                "/v1/apps", json={"name": path, "webhookUrl": receiver.url(path)}, headers=auth
-            )
-            assert r.status_code == 201, r.text
-        credentials = {
-            "serverUrl": sim.server_url,
-            "clientId": sim.client_id,
-            "clientSecret": sim.client_secret,
-            "jwt": "sim-jwt",
-        }
-        r = await api.put("/v1/ringcentral/connection", json=credentials, headers=auth)
-        assert r.status_code == 200, r.text
-        subscription_id = r.json()["subscriptionId"]
-        ws_urls = [services[f"realtime-{i}"].url.replace("http", "ws") + "/v1/ws" for i in (0, 1)]
-        streams = [Stream(ws_urls, tenant["apiKey"]), Stream(ws_urls[::-1], tenant["apiKey"])]
-        await asyncio.sleep(5.0)  # the contract's propagation bound for the new apps, key and connection
-        stop_streams = asyncio.Event()
-        stream_tasks = [asyncio.create_task(s.run(stop_streams)) for s in streams]
-        load = Load(sim, subscription_id, [services["ingest-0"].url, services["ingest-1"].url])
-        pending_kills = list(KILLS)
-        injected: list[tuple[float, str]] = []
-        recovered = False
-
-        async def on_tick(elapsed: float) -> None:
-            nonlocal recovered
-            while pending_kills and elapsed >= pending_kills[0][0]:
-                _, name = pending_kills.pop(0)
-                services[name].kill()
-                services[name].start()  # restarted at once; it becomes ready on its own
-                injected.append((elapsed, f"SIGKILL {name}, restarted"))
-            if not recovered and elapsed >= FLAKY_FOR:
-                receiver.behave("/flaky", status=200)
-                recovered = True
-                injected.append((elapsed, "/flaky recovers (500 until now)"))
-
-        await load.run(on_tick)
-        async with httpx.AsyncClient(timeout=2) as probe:
-            for service in services.values():
-                await service.ready(probe)  # every restarted copy came back
-
-        expected = {ids.message_id_for(tenant["tenantId"], rc_id) for rc_id in load.accepted}
-
-        async def stored() -> list[dict[str, Any]] | None:
-            messages = await _all_messages(api, auth)
-            return messages if {m["messageId"] for m in messages} >= expected else None
-
-        messages = await eventually(stored, timeout=60, interval=0.5)
-
-        def delivered(path: str) -> set[str]:
-            return {r.headers["webhook-id"] for r in receiver.received(path)}
-
-        await eventually(
-            lambda: delivered("/ok") >= expected and delivered("/flaky") >= expected, timeout=120
-        )
-        await eventually(lambda: all(set(s.ids) >= expected for s in streams), timeout=60)
-        stop_streams.set()
-        for task in stream_tasks:
-            task.cancel()
-        await asyncio.gather(*stream_tasks, return_exceptions=True)
-
-    counts = Counter(m["rcMessageId"] for m in messages)
-    duplicates = {path: len(receiver.received(path)) - len(delivered(path)) for path in ("/ok", "/flaky")}
-    report: list[str] = []
-    report.append("\nfailure injection: what was injected")
-    for at, what in injected:
-        report.append(f"  t={at:5.1f}s  {what}")
-    report.append(
-        f"{'':2}notifications sent {int(RATE * DURATION)} at {RATE}/s; answered 200: {len(load.accepted)}; "
-        f"re-sent after a refusal or error: {load.retried}; never accepted: {len(load.given_up)}"
+    await chaos_run(
+        infra_env={
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers,
+            "KAFKA_SESSION_TIMEOUT_MS": str(kafka_settings.kafka_session_timeout_ms),
+            "KAFKA_FETCH_MAX_WAIT_MS": str(kafka_settings.kafka_fetch_max_wait_ms),
+            "DATABASE_URL": await make_database(),
+        },
+        logs=tmp_path,
+        rate=50,
+        duration=20.0,
+        flaky_for=10.0,
+        schedule=_kill_each_service,
+        capsys=capsys,
     )
-    report.append(f"{'what':<40}{'expected':>10}{'found':>10}{'lost':>8}{'extra requests':>16}")
-    rows = [
-        ("stored messages (messages API)", len(expected), len(counts), sum(c - 1 for c in counts.values())),
-        (
-            "webhook /ok (distinct messageIds)",
-            len(expected),
-            len(delivered("/ok") & expected),
-            duplicates["/ok"],
-        ),
-        (
-            "webhook /flaky (distinct messageIds)",
-            len(expected),
-            len(delivered("/flaky") & expected),
-            duplicates["/flaky"],
-        ),
-    ]
-    rows += [
-        (
-            f"WebSocket client {i} ({s.reconnects} resumes)",
-            len(expected),
-            len(set(s.ids) & expected),
-            len(s.ids) - len(set(s.ids)),
-        )
-        for i, s in enumerate(streams)
-    ]
-    for what, want, found, extra in rows:
-        report.append(f"{what:<40}{want:>10}{found:>10}{want - found:>8}{extra:>16}")
-    report.append(
-        "  extra requests: webhook requests beyond one per message (redeliveries after a kill; for /flaky also"
-    )
-    report.append("  the refused attempts before it recovered); WebSocket frames received twice")
-    with capsys.disabled():  # the table belongs in the CI log whether the test passes or not
-        print("\n".join(report))
-    assert not load.given_up  # every notification was eventually answered 200 by some ingest copy
-    assert all(c == 1 for c in counts.values())  # stored exactly once
-    assert {
-        ids.message_id_for(tenant["tenantId"], r) for r in counts
-    } == expected  # nothing extra, nothing lost
-    for stream in streams:
-        # resume with since: no gap. Frames received twice are counted above, not refused: a registry killed
-        # between publishing a batch and marking it published publishes it again (at-least-once).
-        assert set(stream.ids) == expected
