@@ -353,3 +353,96 @@ async def test_one_tenant_cannot_reach_another_tenants_anything(
 async def _has_delivery(api: httpx.AsyncClient, tenant: Tenant, message_id: str) -> bool:
     r = await api.get(f"/v1/apps/{tenant.app_id}/deliveries", headers=tenant.auth)
     return any(d["messageId"] == message_id for d in r.json()["deliveries"])
+
+
+async def _deliveries(api: httpx.AsyncClient, tenant: Tenant, app_id: str) -> list[dict[str, Any]]:
+    r = await api.get(f"/v1/apps/{app_id}/deliveries", headers=tenant.auth)
+    assert r.status_code == 200, r.text
+    deliveries: list[dict[str, Any]] = r.json()["deliveries"]
+    return deliveries
+
+
+async def test_timeouts_and_changes_keep_the_contracts_bounds(
+    stack_process: RealStack,
+    api: httpx.AsyncClient,
+    rc: Accounts,
+    receiver: WebhookReceiver,
+) -> None:
+    """Contract: an attempt times out after 5 s without delaying another app; an app's new URL, a deleted
+    app, a revoked API key (REST, new and open WebSockets) and a deleted connection are each in force
+    within 5 s of the API's answer."""
+    tenant = await _go_live(api, rc, receiver, "timing")
+    receiver.behave("/timing-hang", hang=True)
+    r = await api.post(
+        "/v1/apps", json={"name": "hangs", "webhookUrl": receiver.url("/timing-hang")}, headers=tenant.auth
+    )
+    assert r.status_code == 201, r.text
+    hanging = r.json()["appId"]
+    await asyncio.sleep(PROPAGATION_SECONDS)  # the bound for the new app
+
+    # 5-second timeout per attempt; the other app is not kept waiting
+    await _send(tenant, "one")
+    [fast] = await eventually(lambda: receiver.received("/timing"), timeout=10)
+    [held] = await eventually(lambda: receiver.received("/timing-hang"), timeout=10)
+    assert fast.at < held.at + 1.0  # delivered while the other endpoint was still hanging
+
+    async def timed_out() -> dict[str, Any] | None:
+        return next(iter(await _deliveries(api, tenant, hanging)), None)
+
+    attempt = await eventually(timed_out, timeout=15)
+    assert attempt["status"] == "failed" and attempt["responseCode"] is None
+    assert "timed out" in attempt["error"]
+    # the client's timer starts a moment before the attempt's clock does: 4,999.6 ms was seen
+    assert 4_900 <= attempt["durationMs"] < 6_500, attempt
+
+    # an app's new webhookUrl, and a deleted app: in force within 5 s of the answer
+    r = await api.put(
+        f"/v1/apps/{hanging}", json={"webhookUrl": receiver.url("/timing-moved")}, headers=tenant.auth
+    )
+    assert r.status_code == 200, r.text
+    r = await api.delete(f"/v1/apps/{tenant.app_id}", headers=tenant.auth)
+    assert r.status_code == 204, r.text
+    changed = time.monotonic()
+    await asyncio.sleep(max(0.0, PROPAGATION_SECONDS - (time.monotonic() - changed)))
+    two = await _send(tenant, "two")
+
+    def arrived(path: str, rc_id: str) -> bool:
+        return any(orjson.loads(h.body)["rcMessageId"] == rc_id for h in receiver.received(path))
+
+    # the new message goes to the new URL (so may the first message's retries: they use the current URL)
+    await eventually(lambda: arrived("/timing-moved", two["id"]), timeout=10)
+    assert not arrived("/timing-hang", two["id"])
+    assert [orjson.loads(h.body)["body"] for h in receiver.received("/timing")] == ["one"]  # deleted app
+
+    # a revoked API key: REST refuses it at once, its open socket is closed and new ones are refused ≤ 5 s
+    r = await api.post("/v1/api-keys", json={"name": "revoked soon"}, headers=tenant.auth)
+    assert r.status_code == 201, r.text
+    key = r.json()
+    second = Tenant(tenant.tenant_id, key["apiKey"], {"Authorization": f"Bearer {key['apiKey']}"})
+    ws = await _ws(stack_process, second)
+    r = await api.delete(f"/v1/api-keys/{key['keyId']}", headers=tenant.auth)
+    assert r.status_code == 204, r.text
+    revoked = time.monotonic()
+    assert (await api.get("/v1/apps", headers=second.auth)).status_code == 401
+    await asyncio.wait_for(ws.wait_closed(), PROPAGATION_SECONDS)
+    assert time.monotonic() - revoked <= PROPAGATION_SECONDS
+    await asyncio.sleep(max(0.0, PROPAGATION_SECONDS - (time.monotonic() - revoked)))
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(stack_process.ws(), additional_headers=second.auth)
+    assert refused.value.response.status_code == 401
+
+    # a deleted connection: events for its subscription (a late or replayed POST) are refused within 5 s
+    rc_account = tenant.rc
+    assert rc_account is not None
+    sub = rc_account.subscriptions[tenant.subscription_id]
+    r = await api.delete("/v1/ringcentral/connection", headers=tenant.auth)
+    assert r.status_code == 204, r.text
+    disconnected = time.monotonic()
+    assert tenant.subscription_id not in rc_account.subscriptions  # deleted at RingCentral too
+    await asyncio.sleep(max(0.0, PROPAGATION_SECONDS - (time.monotonic() - disconnected)))
+    late = rc_account.notification(
+        tenant.subscription_id, rc_account.add_message(text="after the disconnect")
+    )
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.post(sub.address, json=late, headers={"Verification-Token": sub.verification_token})
+    assert r.status_code == 401, r.text
