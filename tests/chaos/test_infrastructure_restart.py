@@ -121,7 +121,7 @@ async def test_broker_and_database_restarts_lose_nothing(
         logs=tmp_path / "logs",
         rate=50,
         duration=24.0,
-        flaky_for=10.0,
+        flaky_for=60.0,
         schedule=schedule,
         capsys=capsys,
     )

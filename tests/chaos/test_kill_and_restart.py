@@ -41,7 +41,7 @@ async def test_every_service_killed_in_turn_loses_nothing(
         logs=tmp_path,
         rate=50,
         duration=20.0,
-        flaky_for=10.0,
+        flaky_for=60.0,
         schedule=_kill_each_service,
         capsys=capsys,
     )
