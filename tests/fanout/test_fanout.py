@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 from asgi_lifespan import LifespanManager
 from tests.fixtures import TopicTail, publish_events
 from tests.simulators.receiver import WebhookReceiver, running_receiver
@@ -453,6 +455,47 @@ async def test_continuous_failure_disables_the_app(kafka_settings: KafkaSettings
     assert len(receiver.received("/dead")) == seen  # nothing more was spent on it
 
 
+async def test_a_rebalance_that_gives_the_partitions_back_sends_nothing_twice(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    """Another member joins the group and leaves while a slow app holds the commit point back: the
+    partitions come back to the same copy, which resumes where it stopped reading instead of re-sending
+    everything after the committed offset to every app (seen as 3 to 6 copies per message in the broker
+    restart chaos run before this)."""
+    settings = fanout_settings(kafka_settings)
+    async with running_receiver() as receiver, running_fanout(settings):
+        receiver.behave("/slow", delay=3.0)
+        await world.app(receiver.url("/slow"))
+        await world.app(receiver.url("/fast"))
+        first = await world.send(24, "before")
+        await eventually(lambda: len(receiver.received("/fast")) >= 24, timeout=10)
+        assert len(receiver.received("/slow")) < 24  # 8 at a time, 3 s each: the commit point is held back
+
+        visitor = AIOKafkaConsumer(
+            bootstrap_servers=kafka_settings.kafka_bootstrap_servers,
+            group_id=settings.consumer_group,
+            enable_auto_commit=False,
+            session_timeout_ms=kafka_settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=500,
+        )
+        visitor.subscribe([topics.SMS_INBOUND])
+        await visitor.start()
+        try:
+
+            async def visitor_has_partitions() -> bool:
+                await visitor.getmany(timeout_ms=200)
+                return bool(visitor.assignment())
+
+            await eventually(visitor_has_partitions, timeout=30)
+        finally:
+            await visitor.stop()  # leaves the group: everything goes back to the fanout copy
+        later = await world.send(6, "after")
+        await eventually(lambda: len(receiver.received("/slow")) >= 30, timeout=60)
+        await eventually(lambda: len(receiver.received("/fast")) >= 30, timeout=10)
+        fast = bodies(receiver, "/fast")
+        assert sorted(fast) == sorted(encode(e) for e in first + later)  # each exactly once
+
+
 async def test_sigkill_mid_batch_delivers_every_message_at_least_once(
     kafka_settings: KafkaSettings, world: World
 ) -> None:
@@ -469,12 +512,27 @@ async def test_sigkill_mid_batch_delivers_every_message_at_least_once(
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "gravity_fanout"], env=env)
 
+    async def ready(proc: subprocess.Popen[bytes]) -> None:
+        """A new group delivers what is published after it started (not before): wait for /readyz."""
+        url = f"http://127.0.0.1:{env['GRAVITY_FANOUT_PORT']}/readyz"
+
+        async def answers() -> bool:
+            assert proc.poll() is None
+            try:
+                async with httpx.AsyncClient(timeout=1) as client:
+                    return (await client.get(url)).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(answers, timeout=60, interval=0.2)
+
     async with running_receiver() as receiver:
         receiver.behave("/k1", delay=0.05)
         await world.app(receiver.url("/k1"))
         await world.app(receiver.url("/k2"))
         proc = start()
         try:
+            await ready(proc)
             events = await world.send(300)
             await eventually(lambda: len(receiver.received("/k1")) >= 30, timeout=60)
             proc.send_signal(signal.SIGKILL)

@@ -5,7 +5,9 @@
   when every job of its message and of every earlier message of the partition has finished its first
   attempt (success, or failure recorded and its retry queued): at-least-once. A full lane (a slow or dead
   endpoint) does not block: the job is handed to the retry queue, due now. ``max_in_flight`` bounds the
-  messages not yet finished; beyond it the consumer stops fetching.
+  messages not yet finished; beyond it the consumer stops fetching. What a copy read is remembered per
+  partition across rebalances (:class:`_Window`): partitions that come back resume where this copy stopped
+  reading, so a rebalance does not re-send the unfinished suffix to every app.
 - :class:`RetryConsumer` reads ``gravity.fanout.retry.v1`` in its own group. A record not yet due pauses
   its partition (one partition per range of delays, so the head is always the next due) until it is.
   Due retries run side by side (per-app and overall limits) and commit like first attempts.
@@ -137,6 +139,45 @@ class _Partition:
         return None if last is None else last + 1
 
 
+@dataclass
+class _Window:
+    """One ``sms_inbound`` partition as this copy read it: offsets in order, True once finished.
+
+    Kept when a rebalance takes the partition away (this copy's tasks go on delivering what they hold), so
+    a rebalance that gives it back does not dispatch those messages a second time: reading resumes at
+    ``read_to``, not at the group's older committed offset.
+    """
+
+    read_to: int
+    """The next offset to read: everything below was read by this copy (or committed by the group)."""
+    offsets: OrderedDict[int, bool] = field(default_factory=OrderedDict)
+    committed_to: int | None = None
+    """The last offset this copy committed successfully."""
+
+    def add(self, offset: int) -> bool:
+        """Register a record; False when this copy has it already."""
+        if offset < self.read_to:
+            return False
+        self.offsets[offset] = False
+        self.read_to = offset + 1
+        return True
+
+    def forget_below(self, offset: int) -> None:
+        """The group committed ``offset`` while the partition was elsewhere: what is below is not ours."""
+        while self.offsets and next(iter(self.offsets)) < offset:
+            self.offsets.popitem(last=False)
+        self.read_to = max(self.read_to, offset)
+
+    def position(self) -> int:
+        """The offset to commit: the first unfinished one, or ``read_to`` when everything read finished."""
+        while self.offsets:
+            offset, finished = next(iter(self.offsets.items()))
+            if not finished:
+                return offset
+            self.offsets.popitem(last=False)
+        return self.read_to
+
+
 async def _slot_or_stop(slots: asyncio.Semaphore, stopped: asyncio.Event) -> bool:
     """Take a slot; False, holding none, if stopping comes first (a full window must not block shutdown)."""
     if stopped.is_set():
@@ -177,7 +218,8 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._start_ms = int(time.time() * 1000)  # a new group starts here (see assignment)
         self.assigned = asyncio.Event()
         """Set once the group gave this copy its partitions and their positions are fixed."""
-        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._windows: dict[TopicPartition, _Window] = {}
+        self._owned: set[TopicPartition] = set()
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer = AIOKafkaConsumer(
@@ -207,28 +249,42 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._consumer.stop()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what finished before the partitions move to another copy."""
+        """Commit what finished before the partitions move; keep their windows (see :class:`_Window`)."""
         await self._commit()
-        for tp in revoked:
-            self._partitions.pop(tp, None)
+        self._owned.difference_update(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Resume from the committed offsets; a partition the group never committed starts at "now".
+        """Resume where this copy stopped reading, else at the committed offset, else at "now".
 
-        A brand-new group (the first deployment) must not send every stored message to today's apps,
-        so it starts where the topic was when this process started, found with ``offsets_for_times``
-        (end offsets are unreliable on the embedded broker; seeking to the end there may replay, never skip).
+        A partition coming back to this copy resumes at its window's ``read_to`` unless the group committed
+        further meanwhile. A brand-new group (the first deployment) must not send every stored message to
+        today's apps, so it starts where the topic was when this process started, found with
+        ``offsets_for_times`` (end offsets are unreliable on the embedded broker; seeking to the end there
+        may replay, never skip).
         """
+        windows = {}
         for tp in assigned:
-            if await self._consumer.committed(tp) is not None:
-                continue
-            hit = (await self._consumer.offsets_for_times({tp: self._start_ms})).get(tp)
-            if hit is not None:
-                self._consumer.seek(tp, hit.offset)
+            committed = await self._consumer.committed(tp)
+            window = self._windows.get(tp)
+            if window is not None:
+                if committed is not None:
+                    window.forget_below(committed)
+                    window.committed_to = committed
+            elif committed is not None:
+                window = _Window(read_to=committed, committed_to=committed)
             else:
-                await self._consumer.seek_to_end(tp)
-        for tp in assigned:
-            await self._consumer.position(tp)  # resolve now: what is published from here on is read
+                hit = (await self._consumer.offsets_for_times({tp: self._start_ms})).get(tp)
+                if hit is None:
+                    await self._consumer.seek_to_end(tp)
+                start = hit.offset if hit is not None else await self._consumer.position(tp)
+                window = _Window(read_to=start)
+            windows[tp] = window
+        # While this ran, the fetcher may have handed the run loop records of these partitions (skipped
+        # there: not owned yet) and so moved their positions: each is set here, with ownership, at once.
+        for tp, window in windows.items():
+            self._windows[tp] = window
+            self._consumer.seek(tp, window.read_to)
+            self._owned.add(tp)
         self.assigned.set()
 
     async def run(self) -> None:
@@ -240,7 +296,10 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     # backpressure: stop reading when too much is unfinished (but never block a stop)
                     if not await _slot_or_stop(self._slots, self._stopped):
                         break
-                    self._partitions.setdefault(tp, _Partition()).offsets[record.offset] = False
+                    window = self._windows.get(tp)
+                    if tp not in self._owned or window is None or not window.add(record.offset):
+                        self._slots.release()  # moved away meanwhile, or this copy has it already
+                        continue
                     task = asyncio.create_task(self._dispatch(tp, record))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
@@ -286,12 +345,26 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._lanes.lane(app.app_id).submit(app, event)
 
     def _finish(self, tp: TopicPartition, offset: int) -> None:
-        part = self._partitions.get(tp)
-        if part is not None and offset in part.offsets:
-            part.offsets[offset] = True
+        window = self._windows.get(tp)
+        if window is not None and offset in window.offsets:
+            window.offsets[offset] = True
 
     async def _commit(self) -> None:
-        await _commit_finished(self._consumer, self._partitions)
+        """Commit each owned partition's position when it moved (or a commit was refused since)."""
+        offsets = {}
+        for tp in self._owned:
+            position = self._windows[tp].position()
+            if position != self._windows[tp].committed_to:
+                offsets[tp] = OffsetAndMetadata(position, "")
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except Exception:  # a rebalance in progress, the broker away: the next commit catches up
+            log.debug("commit of %s refused; retried with the next one", offsets, exc_info=True)
+            return
+        for tp, meta in offsets.items():
+            self._windows[tp].committed_to = meta.offset
 
 
 class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
