@@ -446,3 +446,192 @@ async def test_timeouts_and_changes_keep_the_contracts_bounds(
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.post(sub.address, json=late, headers={"Verification-Token": sub.verification_token})
     assert r.status_code == 401, r.text
+
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _error(r: httpx.Response, status: int, code: str) -> None:
+    """The contract's error shape, with this status and code."""
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+async def test_every_surface_answers_as_the_contract_says(
+    stack_process: RealStack,
+    api: httpx.AsyncClient,
+    rc: Accounts,
+    receiver: WebhookReceiver,
+) -> None:
+    """Contract, the rest of it through the real stack: health of the four services, authentication and
+    errors, tenants, API keys, apps (test webhook, rotation, re-send), the connection, message filters,
+    the browser-style WebSocket token, and ingest's ordered checks."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        for base in (
+            stack_process.registry,
+            stack_process.ingest,
+            stack_process.realtime,
+            stack_process.fanout,
+        ):
+            for path in ("/healthz", "/readyz"):
+                r = await http.get(base + path)
+                # realtime's readiness also counts its sockets: an addition, the contract's field is there
+                assert r.status_code == 200 and r.json()["status"] == "ok", (base, path, r.text)
+
+    # authentication: missing, malformed, unknown → 401 unauthorized; tenant keys are not admin
+    _error(await api.get("/v1/apps"), 401, "unauthorized")
+    _error(await api.get("/v1/apps", headers={"Authorization": "Basic x"}), 401, "unauthorized")
+    _error(await api.get("/v1/apps", headers={"Authorization": "Bearer gsk_nope"}), 401, "unauthorized")
+    tenant = await _tenant(api, "surface")
+    _error(await api.get("/v1/tenants", headers=tenant.auth), 401, "unauthorized")
+    listed = (await api.get("/v1/tenants", headers=ADMIN)).json()["tenants"]
+    [mine] = [t for t in listed if t["tenantId"] == tenant.tenant_id]
+    assert set(mine) == {"tenantId", "name", "createdAt"} and TIMESTAMP.match(mine["createdAt"])
+
+    # API keys: shown once, listed without the secret, lastUsedAt once used
+    r = await api.post("/v1/api-keys", json={"name": "ci"}, headers=tenant.auth)
+    assert r.status_code == 201 and set(r.json()) == {"keyId", "name", "apiKey", "createdAt"}
+    ci = r.json()
+    assert (await api.get("/v1/apps", headers={"Authorization": f"Bearer {ci['apiKey']}"})).status_code == 200
+    keys = (await api.get("/v1/api-keys", headers=tenant.auth)).json()["apiKeys"]
+    assert all(set(k) == {"keyId", "name", "createdAt", "lastUsedAt"} for k in keys)
+    assert ci["apiKey"] not in str(keys)
+    [used] = [k for k in keys if k["keyId"] == ci["keyId"]]
+    assert used["lastUsedAt"] is not None and TIMESTAMP.match(used["lastUsedAt"])
+
+    # apps: validation, no URL (test webhook 409), then a URL; GET never shows the secret
+    _error(
+        await api.post("/v1/apps", json={"name": "x", "webhookUrl": "not a url"}, headers=tenant.auth),
+        422,
+        "validation_error",
+    )
+    r = await api.post("/v1/apps", json={"name": "CRM"}, headers=tenant.auth)
+    assert r.status_code == 201, r.text
+    app = r.json()
+    assert set(app) == {
+        "appId",
+        "tenantId",
+        "name",
+        "webhookUrl",
+        "disabled",
+        "createdAt",
+        "updatedAt",
+        "signingSecret",
+    }
+    assert app["webhookUrl"] is None and app["disabled"] is False and APP_ID.match(app["appId"])
+    _error(await api.post(f"/v1/apps/{app['appId']}/test-webhook", headers=tenant.auth), 409, "conflict")
+    r = await api.put(
+        f"/v1/apps/{app['appId']}", json={"webhookUrl": receiver.url("/surface")}, headers=tenant.auth
+    )
+    assert r.status_code == 200 and r.json()["webhookUrl"] == receiver.url("/surface")
+    shown = (await api.get(f"/v1/apps/{app['appId']}", headers=tenant.auth)).json()
+    assert "signingSecret" not in shown and shown["updatedAt"] >= shown["createdAt"]
+    assert [a["appId"] for a in (await api.get("/v1/apps", headers=tenant.auth)).json()["apps"]] == [
+        app["appId"]
+    ]
+    r = await api.post(f"/v1/apps/{app['appId']}/test-webhook", headers=tenant.auth)
+    assert r.status_code == 200 and r.json() == {"ok": True, "status": 200, "body": "ok"}, r.text
+    [test_hook] = receiver.received("/surface")
+    verify(app["signingSecret"], test_hook.headers, test_hook.body)
+    test_event = orjson.loads(test_hook.body)
+    assert test_event["type"] == "test" and MESSAGE_ID.match(test_event["messageId"])
+
+    # rotation: the next delivery verifies with the new secret and, for now, with the old one too
+    r = await api.post(f"/v1/apps/{app['appId']}/rotate-secret", headers=tenant.auth)
+    assert r.status_code == 200, r.text
+    new_secret = r.json()["signingSecret"]
+    assert new_secret.startswith("whsec_") and new_secret != app["signingSecret"]
+
+    # the connection: 404 before, active after
+    _error(await api.get("/v1/ringcentral/connection", headers=tenant.auth), 404, "not_found")
+    account = tenant.rc = await rc()
+    credentials = {
+        "serverUrl": account.server_url,
+        "clientId": account.client_id,
+        "clientSecret": account.client_secret,
+        "jwt": "sim-jwt",
+    }
+    r = await api.put("/v1/ringcentral/connection", json=credentials, headers=tenant.auth)
+    assert r.status_code == 200, r.text
+    tenant.subscription_id = r.json()["subscriptionId"]
+    connection = (await api.get("/v1/ringcentral/connection", headers=tenant.auth)).json()
+    assert connection["status"] == "active" and connection["subscriptionId"] == tenant.subscription_id
+    assert TIMESTAMP.match(connection["expiresAt"]) and TIMESTAMP.match(connection["connectedAt"])
+    await asyncio.sleep(PROPAGATION_SECONDS)  # the bound for the new URL and secret
+
+    # ?token= for browsers; an SMS; its delivery signed with both secrets
+    ws = await connect(stack_process.ws(f"?token={tenant.api_key}"), ping_interval=None)
+    try:
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 5)) == {
+            "type": "connected",
+            "tenantId": tenant.tenant_id,
+        }
+        sent = await _send(tenant, "filters")
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+    finally:
+        await ws.close()
+    assert frame["rcMessageId"] == sent["id"]
+    hook = await eventually(lambda: receiver.received("/surface")[1:], timeout=10)
+    verify(new_secret, hook[0].headers, hook[0].body)
+    verify(app["signingSecret"], hook[0].headers, hook[0].body)
+
+    # a re-send on demand: 202, then the same message again, logged as a further attempt
+    message_id = frame["messageId"]
+    tenant.app_id = app["appId"]
+    await eventually(lambda: _has_delivery(api, tenant, message_id), timeout=10)
+    r = await api.post(f"/v1/apps/{app['appId']}/deliveries/{message_id}/retry", headers=tenant.auth)
+    assert r.status_code == 202, r.text
+    again = await eventually(lambda: receiver.received("/surface")[2:], timeout=10)
+    assert again[0].body == hook[0].body and again[0].headers["webhook-id"] == message_id
+    _error(
+        await api.post(f"/v1/apps/{app['appId']}/deliveries/msg_000000000000/retry", headers=tenant.auth),
+        404,
+        "not_found",
+    )
+
+    # messages: the object, filters, paging limits, unknown id
+    r = await api.get("/v1/sms/messages", params={"direction": "inbound", "limit": 10}, headers=tenant.auth)
+    [message] = r.json()["messages"]
+    assert set(message) == {
+        "messageId",
+        "direction",
+        "from",
+        "to",
+        "body",
+        "status",
+        "rcMessageId",
+        "tenantId",
+        "timestamp",
+        "receivedAt",
+    }
+    assert TIMESTAMP.match(message["receivedAt"]) and TIMESTAMP.match(message["timestamp"])
+    assert r.json()["nextCursor"] is None
+    for params in ({"direction": "outbound"}, {"from": "+15550000000"}, {"to": "+15550000000"}):
+        assert (await api.get("/v1/sms/messages", params=params, headers=tenant.auth)).json()[
+            "messages"
+        ] == []
+    assert (
+        len(
+            (await api.get("/v1/sms/messages", params={"from": message["from"]}, headers=tenant.auth)).json()[
+                "messages"
+            ]
+        )
+        == 1
+    )
+    for bad in ({"limit": 0}, {"limit": 101}, {"direction": "sideways"}, {"since": "yesterday"}):
+        _error(await api.get("/v1/sms/messages", params=bad, headers=tenant.auth), 422, "validation_error")
+    _error(await api.get("/v1/sms/messages/msg_000000000000", headers=tenant.auth), 404, "not_found")
+
+    # ingest's checks, in order: handshake, size, shape, verification
+    hook_url = stack_process.ingest + "/v1/webhooks/ringcentral"
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.post(hook_url, headers={"Validation-Token": "abc-123"})
+        assert r.status_code == 200 and r.headers["validation-token"] == "abc-123" and r.content == b""
+        assert r.headers["content-type"].startswith("application/json")
+        assert (await http.post(hook_url, content=b"x" * (1024 * 1024 + 1))).status_code == 413
+        assert (await http.post(hook_url, content=b"{not json")).status_code == 400
+        wrong = {"Verification-Token": "wrong"}
+        late = account.notification(tenant.subscription_id, account.add_message(text="forged"))
+        assert (await http.post(hook_url, json=late, headers=wrong)).status_code == 401
