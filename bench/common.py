@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def service(
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}", proc)
+        _profile(proc, f"{module}-{port}")
         yield proc
     finally:
         proc.terminate()
@@ -64,6 +66,37 @@ def service(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _profile(proc: subprocess.Popen[bytes], name: str) -> None:
+    """With ``GRAVITY_BENCH_PYSPY=<dir>``, sample ``proc`` with py-spy until it exits.
+
+    Collapsed stacks go to ``<dir>/<name>.txt``; ``python -m bench.pyspy_top`` summarises them. Off by
+    default: sampling costs CPU the figures would otherwise have.
+    """
+    out_dir = os.environ.get("GRAVITY_BENCH_PYSPY")
+    if not out_dir:
+        return
+    py_spy = shutil.which("py-spy")
+    command = [py_spy] if py_spy else ["uvx", "py-spy"]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    subprocess.Popen(
+        [
+            *command,
+            "record",
+            "--pid",
+            str(proc.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "100",
+            "--nonblocking",
+            "--output",
+            str(Path(out_dir) / f"{name}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_http(base: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
