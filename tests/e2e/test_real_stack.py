@@ -164,6 +164,16 @@ async def _tenant(api: httpx.AsyncClient, name: str) -> Tenant:
 Accounts = Callable[[], Awaitable[RingCentralSimulator]]
 
 
+def _credentials(account: RingCentralSimulator) -> dict[str, str]:
+    """What a customer PUTs to connect the simulated RingCentral account."""
+    return {
+        "serverUrl": account.server_url,
+        "clientId": account.client_id,
+        "clientSecret": account.client_secret,
+        "jwt": "sim-jwt",
+    }
+
+
 async def _go_live(
     api: httpx.AsyncClient, accounts: Accounts, receiver: WebhookReceiver, name: str
 ) -> Tenant:
@@ -180,13 +190,7 @@ async def _go_live(
     assert APP_ID.match(app["appId"]) and app["signingSecret"].startswith("whsec_")
     tenant.app_id, tenant.secret = app["appId"], app["signingSecret"]
     app_created = time.monotonic()
-    credentials = {
-        "serverUrl": rc.server_url,
-        "clientId": rc.client_id,
-        "clientSecret": rc.client_secret,
-        "jwt": "sim-jwt",
-    }
-    r = await api.put("/v1/ringcentral/connection", json=credentials, headers=tenant.auth)
+    r = await api.put("/v1/ringcentral/connection", json=_credentials(rc), headers=tenant.auth)
     assert r.status_code == 200, r.text  # the simulator's handshake against ingest succeeded
     connection = r.json()
     assert connection["status"] == "active"
@@ -547,13 +551,7 @@ async def test_every_surface_answers_as_the_contract_says(
     # the connection: 404 before, active after
     _error(await api.get("/v1/ringcentral/connection", headers=tenant.auth), 404, "not_found")
     account = tenant.rc = await rc()
-    credentials = {
-        "serverUrl": account.server_url,
-        "clientId": account.client_id,
-        "clientSecret": account.client_secret,
-        "jwt": "sim-jwt",
-    }
-    r = await api.put("/v1/ringcentral/connection", json=credentials, headers=tenant.auth)
+    r = await api.put("/v1/ringcentral/connection", json=_credentials(account), headers=tenant.auth)
     assert r.status_code == 200, r.text
     tenant.subscription_id = r.json()["subscriptionId"]
     connection = (await api.get("/v1/ringcentral/connection", headers=tenant.auth)).json()
