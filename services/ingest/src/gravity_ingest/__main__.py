@@ -20,6 +20,9 @@ def main() -> None:
         log_level=settings.log_level,
         loop="uvloop",
         http="httptools",
+        # longer than clients keep idle connections (httpx 5 s, nginx upstreams 60 s): at uvicorn's 5 s a
+        # client reusing a connection the server is closing gets "disconnected without a response"
+        timeout_keep_alive=75,
         access_log=False,
     )
 
