@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -26,7 +28,9 @@ from gravity_events.codec import encode, encode_headers
 from gravity_events.kafka import make_producer
 from gravity_events.models import RcNotification
 from gravity_events.settings import KafkaSettings
+from gravity_registry import db
 from gravity_registry.app import create_app
+from gravity_registry.handlers import stamp_in_gateway_order
 
 
 def raw(
@@ -60,6 +64,17 @@ async def stored(
         return msgs if len(msgs) == count else []
 
     return await eventually(fetch, timeout=15)
+
+
+async def feed_in_order(
+    registry: Registry, kafka: KafkaSettings, tenant: dict[str, Any], *events: RcNotification
+) -> None:
+    """Feed one at a time, each once the previous is stored: the raw topic spreads a tenant over
+    partitions, and a message that reaches the projection after a later-stamped one is published, and
+    stamped, after it. Fed like this, every message keeps the receivedAt it was given."""
+    for n, event in enumerate(events, 1):
+        await feed(kafka, event)
+        await stored(registry, tenant, n)
 
 
 def now_ms() -> int:
@@ -244,7 +259,8 @@ async def test_filters_limits_and_isolation(registry: Registry, kafka_settings: 
         for i in range(4)
     ]
     b_event = raw(b["tenantId"])
-    await feed(kafka_settings, *events, b_event)
+    await feed_in_order(registry, kafka_settings, a, *events)
+    await feed(kafka_settings, b_event)
     msgs = await stored(registry, a, 4)
     assert [m["rcMessageId"] for m in msgs] == [e.rc_message_id for e in reversed(events)]
     c = registry.client
@@ -315,8 +331,7 @@ async def test_after_pages_oldest_first(registry: Registry, kafka_settings: Kafk
     tenant = await registry.tenant()
     base = datetime(2026, 6, 1, tzinfo=UTC)
     events = [raw(tenant["tenantId"], received_at=base + timedelta(seconds=i)) for i in range(6)]
-    await feed(kafka_settings, *events)
-    await stored(registry, tenant, 6)
+    await feed_in_order(registry, kafka_settings, tenant, *events)
     mids = [ids.message_id_for(tenant["tenantId"], e.rc_message_id) for e in events]
     got: list[str] = []
     cursor = None
@@ -401,3 +416,153 @@ async def test_registry_killed_mid_stream_stores_every_event_exactly_once(
 
 async def _at_least(fn: Any, n: int) -> bool:
     return bool(await fn() >= n)
+
+
+async def _stream_of(kafka: KafkaSettings, tenant_id: str, since: int, count: int) -> list[tuple[str, str]]:
+    """The tenant's ``sms_inbound`` records in topic order, as (gravity-received-at, messageId)."""
+    async with TopicTail(kafka, topics.SMS_INBOUND, since=since) as tail:
+
+        async def mine() -> list[tuple[str, str]]:
+            records = [r for r in await tail.poll() if r.key == tenant_id.encode()]
+            got = [
+                (dict(r.headers)["gravity-received-at"].decode(), orjson.loads(r.value)["messageId"])
+                for r in records
+            ]
+            return got if len(got) >= count else []
+
+        return await eventually(mine, timeout=60)
+
+
+async def _oldest_first(registry: Registry, tenant: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every stored message of the tenant as (receivedAt, messageId), in the gateway's order."""
+    got: list[tuple[str, str]] = []
+    cursor = None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = (await registry.client.get("/v1/sms/messages", params=params, headers=tenant["auth"])).json()
+        got += [(m["receivedAt"], m["messageId"]) for m in page["messages"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            return got[::-1]
+
+
+async def test_a_message_stamped_earlier_but_projected_later_is_later_in_the_gateway_order(
+    registry: Registry, kafka_settings: KafkaSettings
+) -> None:
+    """Two ingest copies stamp receivedAt, and the raw topic spreads a tenant over partitions, so a message
+    can reach the projection after one stamped later. It is published after it, so it must come after it
+    in the gateway's order too: a WebSocket client resuming from the last frame it saw asks for what comes
+    after that one, and would otherwise never get the late message."""
+    since = now_ms()
+    tenant = await registry.tenant()
+    seen_first = raw(tenant["tenantId"])
+    stamped_earlier = raw(tenant["tenantId"], received_at=seen_first.received_at - timedelta(seconds=2))
+    await feed(kafka_settings, seen_first)
+    await stored(registry, tenant, 1)
+    await feed(kafka_settings, stamped_earlier)
+    await stored(registry, tenant, 2)
+    first_id, late_id = (
+        ids.message_id_for(tenant["tenantId"], e.rc_message_id) for e in (seen_first, stamped_earlier)
+    )
+    stream = await _stream_of(kafka_settings, tenant["tenantId"], since, 2)
+    assert [m for _, m in stream] == [first_id, late_id]
+    assert await _oldest_first(registry, tenant) == stream  # the stream's order and stamps are the API's
+    r = await registry.client.get("/v1/sms/messages", params={"after": first_id}, headers=tenant["auth"])
+    assert [m["messageId"] for m in r.json()["messages"]] == [late_id]
+    assert stream[1][0] >= stream[0][0]  # never earlier than what was already published
+
+
+async def test_two_registry_copies_publish_each_tenant_in_its_gateway_order(
+    registry: Registry, kafka_settings: KafkaSettings
+) -> None:
+    """Stamps jittered by ±300 ms (two ingest copies, clocks and queues apart), records spread over the raw
+    partitions, two registry copies in one group projecting them: the tenant's sms_inbound stream is
+    strictly increasing in (receivedAt, messageId) and is exactly what the messages API lists."""
+    since = now_ms()
+    tenants = [await registry.tenant("T1"), await registry.tenant("T2")]
+    second = create_app(
+        registry_settings(
+            kafka_settings,
+            registry.settings.database_url.get_secret_value(),
+            GRAVITY_REGISTRY_CONSUMER_GROUP=registry.settings.consumer_group,
+        )
+    )
+    rng = random.Random(6)
+    async with LifespanManager(second, startup_timeout=60):
+        for _ in range(6):  # waves, so both copies and several batches take part
+            base = ids.utcnow()
+            wave = [
+                raw(t["tenantId"], received_at=base + timedelta(milliseconds=rng.randint(-300, 300)))
+                for _ in range(40)
+                for t in tenants
+            ]
+            await feed(kafka_settings, *wave)
+        for tenant in tenants:
+
+            async def all_stored(tenant: dict[str, Any] = tenant) -> bool:
+                return len(await _oldest_first(registry, tenant)) == 240
+
+            await eventually(all_stored, timeout=60)
+            stream = await _stream_of(kafka_settings, tenant["tenantId"], since, 240)
+            assert len({m for _, m in stream}) == 240
+            assert all(a < b for a, b in itertools.pairwise(stream)), "published out of gateway order"
+            assert await _oldest_first(registry, tenant) == stream
+
+
+async def test_a_message_a_crash_left_unpublished_is_published_later_in_the_gateway_order(
+    registry: Registry, kafka_settings: KafkaSettings
+) -> None:
+    """A copy killed between committing a row and publishing it leaves the row unpublished; the raw record
+    comes round again (its offset was not committed) after other messages were published. It then takes
+    a place after them, so it reaches clients that resume from any of them."""
+    tenant = await registry.tenant()
+    later = raw(tenant["tenantId"])
+    left = raw(tenant["tenantId"], received_at=later.received_at - timedelta(seconds=1))
+    sms = left.notification["body"]
+    conn = await asyncpg.connect(registry.settings.database_url.get_secret_value())
+    try:
+        await db.insert_messages(  # what the killed copy committed
+            conn,
+            rows=[
+                db.MessageRow(
+                    tenant_id=tenant["tenantId"],
+                    rc_message_id=left.rc_message_id,
+                    message_id=ids.message_id_for(tenant["tenantId"], left.rc_message_id),
+                    from_number=sms["from"]["phoneNumber"],
+                    to_number=sms["to"][0]["phoneNumber"],
+                    body=sms["subject"],
+                    timestamp=datetime(2026, 3, 1, 14, 30, tzinfo=UTC),
+                    received_at=left.received_at,
+                    conversation_id=None,
+                )
+            ],
+        )
+    finally:
+        await conn.close()
+    since = now_ms()
+    await feed(kafka_settings, later)
+    await _stream_of(kafka_settings, tenant["tenantId"], since, 1)
+    await feed(kafka_settings, left)  # the redelivery
+    stream = await _stream_of(kafka_settings, tenant["tenantId"], since, 2)
+    assert [m for _, m in stream] == [
+        ids.message_id_for(tenant["tenantId"], e.rc_message_id) for e in (later, left)
+    ]
+    assert stream[0] < stream[1]
+    assert await _oldest_first(registry, tenant) == stream
+
+
+def test_stamps_follow_the_last_published_message_and_move_no_more_than_needed() -> None:
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    ms = timedelta(milliseconds=1)
+
+    def row(tenant: str, at: datetime, message_id: str) -> dict[str, Any]:
+        return {"tenant_id": tenant, "received_at": at, "message_id": message_id}
+
+    pending = [
+        row("ten_a", t0 - 5 * ms, "msg_z"),  # before a's last: its millisecond (z sorts after m)
+        row("ten_a", t0 - ms, "msg_a"),  # before: the next millisecond (a sorts before z)
+        row("ten_b", t0 - ms, "msg_b"),  # b has published nothing: kept
+        row("ten_a", t0 + 9 * ms, "msg_c"),  # after everything: kept
+    ]
+    got = [(r["message_id"], at) for r, at in stamp_in_gateway_order(pending, {"ten_a": (t0, "msg_m")})]
+    assert got == [("msg_z", t0), ("msg_a", t0 + ms), ("msg_b", t0 - ms), ("msg_c", t0 + 9 * ms)]

@@ -5,6 +5,7 @@ Functions take the connection first and keyword-only arguments. Transactions are
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,7 @@ __all__ = [
     "insert_app",
     "insert_deliveries",
     "insert_messages",
+    "last_published",
     "latest_message_time",
     "list_api_keys",
     "list_apps",
@@ -43,13 +45,16 @@ __all__ = [
     "list_messages_after",
     "list_messages_before",
     "list_tenants",
+    "lock_tenants",
     "mark_published",
     "message_position",
     "pending_outbox",
     "request_backfill_everywhere",
+    "restamp_messages",
     "save_subscription_state",
     "save_tokens",
     "touch_api_key",
+    "unlock_tenants",
     "unpublished_messages",
     "update_app",
     "upsert_connection",
@@ -58,6 +63,7 @@ __all__ = [
 
 _MIGRATION_LOCK = 0x6772_6176  # "grav": one migrator at a time across registry copies
 OUTBOX_LOCK = 0x6F75_7462  # "outb": one outbox publisher at a time keeps per-key order
+_TENANT_ORDER_LOCK = 0x6F72_6472  # "ordr": with a tenant's key, one projector of that tenant at a time
 
 
 # -- migrations -----------------------------------------------------------------------------------
@@ -259,6 +265,57 @@ async def insert_messages(conn: asyncpg.Connection, *, rows: Sequence[MessageRow
         [r.conversation_id for r in rows],
     )
     return int(status.rsplit(" ", 1)[1])
+
+
+def _int32(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big", signed=True)
+
+
+def _tenant_lock_keys(tenant_ids: Sequence[str]) -> list[int]:
+    """The second key of each tenant's order lock (32 bits of SHA-256), sorted: every copy locks in one
+    order, so two copies never wait on each other crosswise. A collision only makes two tenants share."""
+    return sorted({_int32(t) for t in tenant_ids})
+
+
+async def lock_tenants(conn: asyncpg.Connection, *, tenant_ids: Sequence[str]) -> None:
+    """Take the tenants' order locks for this session (held across transactions, released by
+    :func:`unlock_tenants`, by the pool's reset of a released connection, or by the session's end)."""
+    for key in _tenant_lock_keys(tenant_ids):
+        await conn.execute("SELECT pg_advisory_lock($1, $2)", _TENANT_ORDER_LOCK, key)
+
+
+async def unlock_tenants(conn: asyncpg.Connection, *, tenant_ids: Sequence[str]) -> None:
+    """Release what :func:`lock_tenants` took."""
+    await conn.execute(
+        "SELECT pg_advisory_unlock($1, k) FROM unnest($2::int[]) AS k",
+        _TENANT_ORDER_LOCK,
+        _tenant_lock_keys(tenant_ids),
+    )
+
+
+async def last_published(
+    conn: asyncpg.Connection, *, tenant_ids: Sequence[str]
+) -> dict[str, tuple[datetime, str]]:
+    """Each tenant's latest published message as (receivedAt, messageId); tenants with none are absent."""
+    rows = await conn.fetch(
+        "SELECT t.tenant_id, p.received_at, p.message_id FROM unnest($1::text[]) AS t(tenant_id)"
+        " CROSS JOIN LATERAL (SELECT received_at, message_id FROM messages m"
+        "  WHERE m.tenant_id = t.tenant_id AND m.published"
+        "  ORDER BY received_at DESC, message_id DESC LIMIT 1) AS p",
+        list(tenant_ids),
+    )
+    return {r["tenant_id"]: (r["received_at"], r["message_id"]) for r in rows}
+
+
+async def restamp_messages(conn: asyncpg.Connection, *, stamps: Sequence[tuple[str, str, datetime]]) -> None:
+    """Set receivedAt of unpublished messages, given as (tenant, rcMessageId, receivedAt)."""
+    await conn.execute(
+        "UPDATE messages m SET received_at = s.r FROM unnest($1::text[], $2::text[], $3::timestamptz[])"
+        " AS s(t, id, r) WHERE m.tenant_id = s.t AND m.rc_message_id = s.id AND NOT m.published",
+        [s[0] for s in stamps],
+        [s[1] for s in stamps],
+        [s[2] for s in stamps],
+    )
 
 
 async def unpublished_messages(

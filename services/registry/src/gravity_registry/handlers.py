@@ -83,6 +83,7 @@ __all__ = [
     "send_test_webhook",
     "sha256_hex",
     "sms_event",
+    "stamp_in_gateway_order",
     "update_app",
 ]
 
@@ -329,10 +330,14 @@ async def _dead_letter(producer: AIOKafkaProducer, envelope: Envelope, reason: s
 async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
     """Store each raw notification once and publish ``sms_inbound`` for what is not yet published.
 
-    1. insert the batch (ON CONFLICT DO NOTHING on (tenant, rcMessageId)); 2. read back which of the
-    batch's messages are unpublished (new ones, and ones a crash left unpublished); 3. publish them and
-    wait for every acknowledgement; 4. mark them published. The consumer commits offsets only after
-    this returns. A crash anywhere repeats at most step 3 for some messages: never a second row.
+    Holding the batch's tenants' order locks (other registry copies project other raw partitions of the
+    same tenants): 1. in one transaction, insert the batch (ON CONFLICT DO NOTHING on (tenant,
+    rcMessageId)), read back which of its messages are unpublished (new ones, and ones a crash left
+    unpublished) and give each a receivedAt after the tenant's last published message; 2. publish them in
+    that order and wait for every acknowledgement; 3. mark them published. So each tenant's stream is in
+    the gateway's (receivedAt, messageId) order, the order a resume with ``since`` reads in, and a row is
+    committed before its event exists. The consumer commits offsets only after this returns. A crash
+    anywhere repeats at most step 2 for some messages: never a second row.
     """
     rows: dict[tuple[str, str], db.MessageRow] = {}
     origins: dict[tuple[str, str], Envelope] = {}
@@ -368,33 +373,79 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
         )
     if not rows:
         return
+    tenant_ids = sorted({tenant for tenant, _ in rows})
     async with pool.acquire() as conn:
+        await db.lock_tenants(conn, tenant_ids=tenant_ids)
         try:
-            await db.insert_messages(conn, rows=list(rows.values()))
-        except asyncpg.DataError:  # a value PostgreSQL refuses: find it, so it cannot block everyone
-            for key, row in list(rows.items()):
-                try:
-                    await db.insert_messages(conn, rows=[row])
-                except asyncpg.DataError as exc:
-                    await _dead_letter(producer, origins[key], f"not storable: {exc}")
-                    del rows[key]
-        keys = list(rows)
-        pending = await db.unpublished_messages(conn, keys=keys)
-        futures = []
-        for row in pending:
-            event = sms_event(row)
-            headers = [
-                *encode_headers(event),
-                ("gravity-received-at", format_timestamp(row["received_at"]).encode()),
-            ]
-            futures.append(
-                await producer.send(
-                    topics.SMS_INBOUND, encode(event), key=row["tenant_id"].encode(), headers=headers
+            async with conn.transaction():
+                last = await db.last_published(conn, tenant_ids=tenant_ids)
+                await _insert(conn, producer, rows, origins)
+                pending = stamp_in_gateway_order(await db.unpublished_messages(conn, keys=list(rows)), last)
+                moved = [(r["tenant_id"], r["rc_message_id"], t) for r, t in pending if t != r["received_at"]]
+                if moved:
+                    await db.restamp_messages(conn, stamps=moved)
+            futures = []
+            for row, received_at in pending:  # committed first: a resume's history read sees what is live
+                event = sms_event(row)
+                stamp = format_timestamp(received_at).encode()
+                headers = [*encode_headers(event), ("gravity-received-at", stamp)]
+                futures.append(
+                    await producer.send(
+                        topics.SMS_INBOUND, encode(event), key=row["tenant_id"].encode(), headers=headers
+                    )
                 )
-            )
-        await asyncio.gather(*futures)
-        if pending:
-            await db.mark_published(conn, keys=[(r["tenant_id"], r["rc_message_id"]) for r in pending])
+            await asyncio.gather(*futures)
+            if pending:
+                await db.mark_published(conn, keys=[(r["tenant_id"], r["rc_message_id"]) for r, _ in pending])
+        finally:
+            await db.unlock_tenants(conn, tenant_ids=tenant_ids)
+
+
+async def _insert(
+    conn: asyncpg.Connection,
+    producer: AIOKafkaProducer,
+    rows: dict[tuple[str, str], db.MessageRow],
+    origins: dict[tuple[str, str], Envelope],
+) -> None:
+    """Insert the batch; a row PostgreSQL refuses is dead-lettered and dropped, so it cannot block anyone."""
+    try:
+        async with conn.transaction():
+            await db.insert_messages(conn, rows=list(rows.values()))
+    except asyncpg.DataError:
+        for key, row in list(rows.items()):
+            try:
+                async with conn.transaction():
+                    await db.insert_messages(conn, rows=[row])
+            except asyncpg.DataError as exc:
+                await _dead_letter(producer, origins[key], f"not storable: {exc}")
+                del rows[key]
+
+
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def stamp_in_gateway_order(
+    pending: Sequence[Any], last: dict[str, tuple[datetime, str]]
+) -> list[tuple[Any, datetime]]:
+    """Each row with the receivedAt it is published under, so a tenant's stream is in the gateway's order.
+
+    ``pending`` is in (receivedAt, messageId) order; ``last`` holds each tenant's latest published position.
+    A row whose ingest stamp is not after that position (another ingest copy stamped it earlier, another
+    raw partition delivered it later, or a crashed copy stored it without publishing) takes the position's
+    millisecond when its messageId sorts after the position's, else the next millisecond. Receipt times stay
+    ingest's wherever they already follow the stream, and a tenant's clock never runs faster than 1 ms per
+    message beyond them.
+    """
+    last = dict(last)
+    stamped = []
+    for row in pending:
+        at, message_id = row["received_at"], row["message_id"]
+        prev = last.get(row["tenant_id"])
+        if prev is not None and (at, message_id) <= prev:
+            at = prev[0] if message_id > prev[1] else prev[0] + _ONE_MS
+        last[row["tenant_id"]] = (at, message_id)
+        stamped.append((row, at))
+    return stamped
 
 
 # -- apps ------------------------------------------------------------------------------------------
