@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
 def _kill_each_service(chaos: Chaos) -> list[Injection]:
-    at = {"ingest-1": 3.0, "registry-0": 7.0, "fanout-0": 11.0, "realtime-0": 15.0}
+    at = {"ingest-1": 4.0, "registry-0": 10.0, "fanout-0": 16.0, "realtime-0": 22.0}
     return [Injection(t, f"SIGKILL {name}, restarted", chaos.restart(name)) for name, t in at.items()]
 
 
@@ -39,8 +39,8 @@ async def test_every_service_killed_in_turn_loses_nothing(
             "DATABASE_URL": await make_database(),
         },
         logs=tmp_path,
-        rate=50,
-        duration=20.0,
+        rate=100,
+        duration=30.0,
         flaky_for=60.0,
         schedule=_kill_each_service,
         capsys=capsys,
