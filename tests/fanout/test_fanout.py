@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from asgi_lifespan import LifespanManager
 from tests.fixtures import TopicTail, publish_events
 from tests.simulators.receiver import WebhookReceiver, running_receiver
-from tests.support import eventually, free_port
+from tests.support import eventually, free_port, wait_ready
 
 from gravity_events import ids, topics
 from gravity_events.codec import decode, encode, encode_headers
@@ -455,6 +454,29 @@ async def test_continuous_failure_disables_the_app(kafka_settings: KafkaSettings
     assert len(receiver.received("/dead")) == seen  # nothing more was spent on it
 
 
+async def visit_group(kafka: KafkaSettings, group_id: str, topic: str) -> None:
+    """Join ``group_id`` until the group gives this member partitions, then leave: two rebalances, after
+    which everything is back with the members that were there before."""
+    visitor = AIOKafkaConsumer(
+        bootstrap_servers=kafka.kafka_bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        session_timeout_ms=kafka.kafka_session_timeout_ms,
+        heartbeat_interval_ms=500,
+    )
+    visitor.subscribe([topic])
+    await visitor.start()
+    try:
+
+        async def has_partitions() -> bool:
+            await visitor.getmany(timeout_ms=200)
+            return bool(visitor.assignment())
+
+        await eventually(has_partitions, timeout=30)
+    finally:
+        await visitor.stop()
+
+
 async def test_a_rebalance_that_gives_the_partitions_back_sends_nothing_twice(
     kafka_settings: KafkaSettings, world: World
 ) -> None:
@@ -471,29 +493,42 @@ async def test_a_rebalance_that_gives_the_partitions_back_sends_nothing_twice(
         await eventually(lambda: len(receiver.received("/fast")) >= 24, timeout=10)
         assert len(receiver.received("/slow")) < 24  # 8 at a time, 3 s each: the commit point is held back
 
-        visitor = AIOKafkaConsumer(
-            bootstrap_servers=kafka_settings.kafka_bootstrap_servers,
-            group_id=settings.consumer_group,
-            enable_auto_commit=False,
-            session_timeout_ms=kafka_settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=500,
-        )
-        visitor.subscribe([topics.SMS_INBOUND])
-        await visitor.start()
-        try:
-
-            async def visitor_has_partitions() -> bool:
-                await visitor.getmany(timeout_ms=200)
-                return bool(visitor.assignment())
-
-            await eventually(visitor_has_partitions, timeout=30)
-        finally:
-            await visitor.stop()  # leaves the group: everything goes back to the fanout copy
+        await visit_group(kafka_settings, settings.consumer_group, topics.SMS_INBOUND)
         later = await world.send(6, "after")
         await eventually(lambda: len(receiver.received("/slow")) >= 30, timeout=60)
         await eventually(lambda: len(receiver.received("/fast")) >= 30, timeout=10)
         fast = bodies(receiver, "/fast")
         assert sorted(fast) == sorted(encode(e) for e in first + later)  # each exactly once
+
+
+async def test_a_rebalance_of_the_retry_group_runs_no_retry_twice(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    """The same for retries: both apps fail every first attempt, then recover, one of them slowly, so its
+    retries hold the retry partition's commit point back while a member visits the retry group. The quick
+    app gets each retry once (before, the copy dropped its bookkeeping on revoke and re-ran from the
+    committed offset)."""
+    settings = fanout_settings(kafka_settings, GRAVITY_FANOUT_RETRY_SCHEDULE="[1.0]")
+    async with running_receiver() as receiver, running_fanout(settings):
+        receiver.behave("/slow", status=500)
+        receiver.behave("/quick", status=500)
+        await world.app(receiver.url("/slow"))
+        await world.app(receiver.url("/quick"))
+        events = await world.send(24, "retried")
+        await eventually(
+            lambda: len(receiver.received("/slow")) >= 24 and len(receiver.received("/quick")) >= 24,
+            timeout=10,
+        )
+        failed = {p: len(receiver.received(p)) for p in ("/slow", "/quick")}
+        receiver.behave("/slow", delay=3.0)  # the retries, due 1 s after each failure, now succeed
+        receiver.behave("/quick")
+        await eventually(lambda: len(receiver.received("/quick")) - failed["/quick"] >= 24, timeout=10)
+
+        await visit_group(kafka_settings, settings.consumer_group + "-retry", topics.FANOUT_RETRY)
+        assert len(receiver.received("/slow")) - failed["/slow"] < 24  # it held the commit point throughout
+        await eventually(lambda: len(receiver.received("/slow")) - failed["/slow"] >= 24, timeout=60)
+        retried = [r.body for r in receiver.received("/quick")[failed["/quick"] :]]
+        assert sorted(retried) == sorted(encode(e) for e in events)  # each exactly once
 
 
 async def test_sigkill_mid_batch_delivers_every_message_at_least_once(
@@ -514,17 +549,7 @@ async def test_sigkill_mid_batch_delivers_every_message_at_least_once(
 
     async def ready(proc: subprocess.Popen[bytes]) -> None:
         """A new group delivers what is published after it started (not before): wait for /readyz."""
-        url = f"http://127.0.0.1:{env['GRAVITY_FANOUT_PORT']}/readyz"
-
-        async def answers() -> bool:
-            assert proc.poll() is None
-            try:
-                async with httpx.AsyncClient(timeout=1) as client:
-                    return (await client.get(url)).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(answers, timeout=60, interval=0.2)
+        await wait_ready(f"http://127.0.0.1:{env['GRAVITY_FANOUT_PORT']}", proc=proc)
 
     async with running_receiver() as receiver:
         receiver.behave("/k1", delay=0.05)

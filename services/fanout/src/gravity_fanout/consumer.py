@@ -18,10 +18,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -122,24 +122,6 @@ class Lanes:
 
 
 @dataclass
-class _Partition:
-    """Offsets read and not yet committable, in order; True once finished."""
-
-    offsets: OrderedDict[int, bool] = field(default_factory=OrderedDict)
-
-    def committable(self) -> int | None:
-        """The offset to commit (first unfinished), popping the finished prefix."""
-        last: int | None = None
-        while self.offsets:
-            offset, finished = next(iter(self.offsets.items()))
-            if not finished:
-                return offset
-            self.offsets.popitem(last=False)
-            last = offset
-        return None if last is None else last + 1
-
-
-@dataclass
 class _Window:
     """One ``sms_inbound`` partition as this copy read it: offsets in order, True once finished.
 
@@ -195,16 +177,77 @@ async def _slot_or_stop(slots: asyncio.Semaphore, stopped: asyncio.Event) -> boo
     return False
 
 
-async def _commit_finished(consumer: AIOKafkaConsumer, partitions: dict[TopicPartition, _Partition]) -> None:
-    """Commit each partition's finished prefix."""
-    offsets = {}
-    for tp, part in partitions.items():
-        position = part.committable()
-        if position is not None:
-            offsets[tp] = OffsetAndMetadata(position, "")
-    if offsets:
-        with contextlib.suppress(Exception):  # a rebalance in progress: the next commit catches up
-            await consumer.commit(offsets)
+class _Windows:
+    """A consumer's windows and the partitions it owns: what to read, what to skip, what to commit.
+
+    ``start`` gives the first offset of a partition the group never committed (each consumer has its own
+    idea of where a brand-new group starts).
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, start: Callable[[TopicPartition], Awaitable[int]]) -> None:
+        self._consumer = consumer
+        self._start = start
+        self._windows: dict[TopicPartition, _Window] = {}
+        self._owned: set[TopicPartition] = set()
+
+    def take(self, tp: TopicPartition, offset: int) -> bool:
+        """Register a record to work on; False if the partition is not owned or this copy has it already."""
+        window = self._windows.get(tp)
+        return tp in self._owned and window is not None and window.add(offset)
+
+    def finish(self, tp: TopicPartition, offset: int) -> None:
+        """The work of a taken record is done."""
+        window = self._windows.get(tp)
+        if window is not None and offset in window.offsets:
+            window.offsets[offset] = True
+
+    async def revoked(self, revoked: list[TopicPartition]) -> None:
+        """Commit what finished before the partitions move; keep their windows (see :class:`_Window`)."""
+        await self.commit()
+        self._owned.difference_update(revoked)
+
+    async def assigned(self, assigned: list[TopicPartition]) -> None:
+        """Resume where this copy stopped reading, else at the committed offset, else at ``start``.
+
+        A partition coming back to this copy resumes at its window's ``read_to`` unless the group committed
+        further meanwhile.
+        """
+        windows = {}
+        for tp in assigned:
+            committed = await self._consumer.committed(tp)
+            window = self._windows.get(tp)
+            if window is not None:
+                if committed is not None:
+                    window.forget_below(committed)
+                    window.committed_to = committed
+            elif committed is not None:
+                window = _Window(read_to=committed, committed_to=committed)
+            else:
+                window = _Window(read_to=await self._start(tp))
+            windows[tp] = window
+        # While this ran, the fetcher may have handed the run loop records of these partitions (skipped
+        # there: not owned yet) and so moved their positions: each is set here, with ownership, at once.
+        for tp, window in windows.items():
+            self._windows[tp] = window
+            self._consumer.seek(tp, window.read_to)
+            self._owned.add(tp)
+
+    async def commit(self) -> None:
+        """Commit each owned partition's position when it moved (or a commit was refused since)."""
+        offsets = {}
+        for tp in self._owned:
+            position = self._windows[tp].position()
+            if position != self._windows[tp].committed_to:
+                offsets[tp] = OffsetAndMetadata(position, "")
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except Exception:  # a rebalance in progress, the broker away: the next commit catches up
+            log.debug("commit of %s refused; retried with the next one", offsets, exc_info=True)
+            return
+        for tp, meta in offsets.items():
+            self._windows[tp].committed_to = meta.offset
 
 
 class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -218,8 +261,6 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._start_ms = int(time.time() * 1000)  # a new group starts here (see assignment)
         self.assigned = asyncio.Event()
         """Set once the group gave this copy its partitions and their positions are fixed."""
-        self._windows: dict[TopicPartition, _Window] = {}
-        self._owned: set[TopicPartition] = set()
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer = AIOKafkaConsumer(
@@ -233,6 +274,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
             max_poll_interval_ms=300_000,
         )
+        self._windows = _Windows(self._consumer, self._start_position)
 
     async def start(self) -> None:
         """Connect and join the group."""
@@ -250,42 +292,22 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what finished before the partitions move; keep their windows (see :class:`_Window`)."""
-        await self._commit()
-        self._owned.difference_update(revoked)
+        await self._windows.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Resume where this copy stopped reading, else at the committed offset, else at "now".
-
-        A partition coming back to this copy resumes at its window's ``read_to`` unless the group committed
-        further meanwhile. A brand-new group (the first deployment) must not send every stored message to
-        today's apps, so it starts where the topic was when this process started, found with
-        ``offsets_for_times`` (end offsets are unreliable on the embedded broker; seeking to the end there
-        may replay, never skip).
-        """
-        windows = {}
-        for tp in assigned:
-            committed = await self._consumer.committed(tp)
-            window = self._windows.get(tp)
-            if window is not None:
-                if committed is not None:
-                    window.forget_below(committed)
-                    window.committed_to = committed
-            elif committed is not None:
-                window = _Window(read_to=committed, committed_to=committed)
-            else:
-                hit = (await self._consumer.offsets_for_times({tp: self._start_ms})).get(tp)
-                if hit is None:
-                    await self._consumer.seek_to_end(tp)
-                start = hit.offset if hit is not None else await self._consumer.position(tp)
-                window = _Window(read_to=start)
-            windows[tp] = window
-        # While this ran, the fetcher may have handed the run loop records of these partitions (skipped
-        # there: not owned yet) and so moved their positions: each is set here, with ownership, at once.
-        for tp, window in windows.items():
-            self._windows[tp] = window
-            self._consumer.seek(tp, window.read_to)
-            self._owned.add(tp)
+        """Resume where this copy stopped reading, else at the committed offset, else at "now"."""
+        await self._windows.assigned(assigned)
         self.assigned.set()
+
+    async def _start_position(self, tp: TopicPartition) -> int:
+        """A brand-new group (the first deployment) must not send every stored message to today's apps: it
+        starts where the topic was when this process started, found with ``offsets_for_times`` (end offsets
+        are unreliable on the embedded broker; seeking to the end there may replay, never skip)."""
+        hit = (await self._consumer.offsets_for_times({tp: self._start_ms})).get(tp)
+        if hit is not None:
+            return int(hit.offset)
+        await self._consumer.seek_to_end(tp)
+        return int(await self._consumer.position(tp))
 
     async def run(self) -> None:
         """Read, dispatch, commit, until stopped."""
@@ -296,8 +318,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     # backpressure: stop reading when too much is unfinished (but never block a stop)
                     if not await _slot_or_stop(self._slots, self._stopped):
                         break
-                    window = self._windows.get(tp)
-                    if tp not in self._owned or window is None or not window.add(record.offset):
+                    if not self._windows.take(tp, record.offset):
                         self._slots.release()  # moved away meanwhile, or this copy has it already
                         continue
                     task = asyncio.create_task(self._dispatch(tp, record))
@@ -315,7 +336,7 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 event = None
             if isinstance(event, SmsInbound) and not await self._deliver(event):
                 return  # stopping with work undone: not committed, read again after the restart
-            self._finish(tp, record.offset)
+            self._windows.finish(tp, record.offset)
         except Exception:
             log.exception(
                 "message at %s/%s could not be dispatched; it will be read again", tp, record.offset
@@ -344,27 +365,8 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _submit(self, app: App, event: SmsInbound) -> None:
         await self._lanes.lane(app.app_id).submit(app, event)
 
-    def _finish(self, tp: TopicPartition, offset: int) -> None:
-        window = self._windows.get(tp)
-        if window is not None and offset in window.offsets:
-            window.offsets[offset] = True
-
     async def _commit(self) -> None:
-        """Commit each owned partition's position when it moved (or a commit was refused since)."""
-        offsets = {}
-        for tp in self._owned:
-            position = self._windows[tp].position()
-            if position != self._windows[tp].committed_to:
-                offsets[tp] = OffsetAndMetadata(position, "")
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except Exception:  # a rebalance in progress, the broker away: the next commit catches up
-            log.debug("commit of %s refused; retried with the next one", offsets, exc_info=True)
-            return
-        for tp, meta in offsets.items():
-            self._windows[tp].committed_to = meta.offset
+        await self._windows.commit()
 
 
 class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -388,7 +390,6 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._app_gates: dict[str, asyncio.Semaphore] = {}
         self._group = settings.consumer_group.encode()
         self._paused_until: dict[TopicPartition, float] = {}
-        self._partitions: dict[TopicPartition, _Partition] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
@@ -401,6 +402,7 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
         )
+        self._windows = _Windows(self._consumer, self._earliest)
 
     async def start(self) -> None:
         """Connect and join the group."""
@@ -419,14 +421,18 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._consumer.stop()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what finished before the partitions move to another copy."""
-        await self._commit()
+        """Commit what finished before the partitions move; keep their windows (see :class:`_Window`)."""
+        await self._windows.revoked(revoked)
         for tp in revoked:
-            self._partitions.pop(tp, None)
             self._paused_until.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Nothing to do: the group's committed offsets (or the earliest) are right for retries."""
+        """Resume where this copy stopped reading, else at the committed offset, else at the beginning."""
+        await self._windows.assigned(assigned)
+
+    async def _earliest(self, tp: TopicPartition) -> int:
+        await self._consumer.seek_to_beginning(tp)
+        return int(await self._consumer.position(tp))
 
     async def run(self) -> None:
         """Deliver due retries until stopped."""
@@ -444,21 +450,21 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._commit()
 
     async def _partition_batch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        part = self._partitions.setdefault(tp, _Partition())
         now = self._deliverer.now()
         for record in records:
             if record_headers(record).get(RETRY_GROUP_HEADER, self._group) != self._group:
-                part.offsets[record.offset] = True  # another deployment's retry: its own consumer's
+                self._skip(tp, record.offset)  # another deployment's retry: its own consumer's
                 continue
             try:
                 event = decode_record(record).event
             except CodecError as exc:
-                await dead_letter(self._producer, record, exc)
-                part.offsets[record.offset] = True
+                if self._windows.take(tp, record.offset):
+                    await dead_letter(self._producer, record, exc)
+                    self._windows.finish(tp, record.offset)
                 continue
             app = self._apps.get(event.app_id) if isinstance(event, DeliveryRetry) else None
             if not isinstance(event, DeliveryRetry) or app is None or not app.deliverable:
-                part.offsets[record.offset] = True  # nothing to do: the app is gone, disabled or has no URL
+                self._skip(tp, record.offset)  # nothing to do: the app is gone, disabled or has no URL
                 continue
             if event.due_at > now:  # wait for it: read it again when due
                 self._consumer.seek(tp, record.offset)
@@ -469,10 +475,16 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             if not await _slot_or_stop(self._slots, self._stopped):  # stopping with the window full
                 self._consumer.seek(tp, record.offset)
                 break
-            part.offsets[record.offset] = False
+            if not self._windows.take(tp, record.offset):
+                self._slots.release()  # moved away meanwhile, or this copy has it already
+                continue
             task = asyncio.create_task(self._retry(tp, record.offset, event))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _skip(self, tp: TopicPartition, offset: int) -> None:
+        if self._windows.take(tp, offset):
+            self._windows.finish(tp, offset)
 
     async def _retry(self, tp: TopicPartition, offset: int, event: DeliveryRetry) -> None:
         try:
@@ -501,14 +513,12 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     if self._stopped.is_set():
                         return
                     await asyncio.sleep(1.0)
-            part = self._partitions.get(tp)
-            if part is not None and offset in part.offsets:
-                part.offsets[offset] = True
+            self._windows.finish(tp, offset)
         finally:
             self._slots.release()
 
     async def _commit(self) -> None:
-        await _commit_finished(self._consumer, self._partitions)
+        await self._windows.commit()
 
 
 def make_request_consumer(
