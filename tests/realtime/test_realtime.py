@@ -7,7 +7,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,12 +16,14 @@ import pytest
 from tests.fixtures import notification, publish_events, raw_event
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
 from tests.servers import serve
-from tests.support import eventually
+from tests.support import eventually, wait_ready
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gravity_events import ids, topics
-from gravity_events.models import RcNotification
+from gravity_events.codec import encode, encode_headers
+from gravity_events.kafka import make_producer
+from gravity_events.models import RcNotification, SmsInbound
 from gravity_events.settings import KafkaSettings
 from gravity_realtime.app import create_app as create_realtime
 from gravity_realtime.protocol import AbortableWebSocketProtocol
@@ -98,13 +100,9 @@ async def stack(
         ]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{reg_port}") as client:
             for port in ports:
-                await eventually(lambda p=port: _ready(client, f"http://127.0.0.1:{p}/readyz"), timeout=30)
-            await eventually(lambda: _ready(client, "/readyz"), timeout=30)
+                await wait_ready(f"http://127.0.0.1:{port}", client=client, timeout=30)
+            await wait_ready(client=client, timeout=30)
             yield Stack(client, reg_port, ports, kafka_settings)
-
-
-async def _ready(client: httpx.AsyncClient, url: str) -> bool:
-    return (await client.get(url)).status_code == 200
 
 
 async def _connect(url: str, key: str | None = None, **kw: Any) -> ClientConnection:
@@ -222,6 +220,40 @@ async def test_resume_with_since_has_no_gap_and_no_duplicate(stack: Stack) -> No
     await watcher.close()
 
 
+async def test_a_live_frame_at_or_before_since_is_not_sent_again(stack: Stack) -> None:
+    """A client that left a copy resumes on one that is behind: that copy still routes frames the client
+    had. The live stream is in the gateway's order, so a frame at or before ``since`` is one of them."""
+    tenant = await stack.tenant()
+    watcher = await _connect(stack.url(), tenant["apiKey"])
+    [since] = await stack.send_sms(tenant["tenantId"])
+    await _frames(watcher, 1)
+    resumed = await _connect(stack.url(f"?since={since}&token={tenant['apiKey']}"))
+    # what the lagging copy routes next: a message from before `since` (its receivedAt is earlier)
+    behind = SmsInbound(
+        message_id="msg_" + secrets.token_hex(6),
+        from_="+15559876543",
+        to="+15551234567",
+        body="from before since",
+        rc_message_id=str(secrets.randbelow(10**15)),
+        tenant_id=tenant["tenantId"],
+        timestamp=datetime(2026, 3, 1, tzinfo=UTC),
+    )
+    producer = make_producer(stack.kafka, client_id="tests")
+    await producer.start()
+    try:
+        headers = [*encode_headers(behind), ("gravity-received-at", b"2026-03-01T00:00:00.000Z")]
+        await producer.send_and_wait(
+            topics.SMS_INBOUND, encode(behind), key=tenant["tenantId"].encode(), headers=headers
+        )
+    finally:
+        await producer.stop()
+    [later] = await stack.send_sms(tenant["tenantId"])
+    assert [f["messageId"] for f in await _frames(watcher, 2)] == [behind.message_id, later]  # it was routed
+    assert [f["messageId"] for f in await _frames(resumed, 1)] == [later]
+    await resumed.close()
+    await watcher.close()
+
+
 async def _trickle(stack: Stack, tenant_id: str, n: int) -> list[str]:
     out: list[str] = []
     for _ in range(n):
@@ -254,7 +286,7 @@ async def test_restart_closes_with_1012_and_the_client_resumes_elsewhere(stack: 
     tenant = await stack.tenant()
     settings = _realtime_settings(stack.kafka, stack.registry_port)
     async with serve(create_realtime(settings), **WS_CONFIG) as port:
-        await eventually(lambda: _ready(stack.registry, f"http://127.0.0.1:{port}/readyz"), timeout=30)
+        await wait_ready(f"http://127.0.0.1:{port}", client=stack.registry, timeout=30)
         ws = await _connect(f"ws://127.0.0.1:{port}/v1/ws", tenant["apiKey"])
         [first] = await stack.send_sms(tenant["tenantId"])
         assert (await _frames(ws, 1))[0]["messageId"] == first
@@ -287,7 +319,7 @@ async def test_a_client_that_stops_reading_is_cut_off_while_others_keep_receivin
     app = create_realtime(settings)
     async with serve(app, **WS_CONFIG) as port:  # no force: the slow socket must not hold up shutdown
         async with httpx.AsyncClient() as c:
-            await eventually(lambda: _ready(c, f"http://127.0.0.1:{port}/readyz"), timeout=30)
+            await wait_ready(f"http://127.0.0.1:{port}", client=c, timeout=30)
         tenant = await stack.tenant()
         url = f"ws://127.0.0.1:{port}/v1/ws"
         reader = await _connect(url, tenant["apiKey"], max_size=2**20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -19,9 +20,19 @@ from gravity_events.models import SmsInbound
 from gravity_realtime.handlers import LiveRouter
 from gravity_realtime.settings import Settings
 
-__all__ = ["LiveStream"]
+__all__ = ["RECEIVED_AT_HEADER", "LiveStream"]
+
+RECEIVED_AT_HEADER = "gravity-received-at"
 
 log = logging.getLogger(__name__)
+
+
+def _received_at(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    """The message's receivedAt as the registry published it (``gravity-received-at``)."""
+    for key, value in headers or ():
+        if key == RECEIVED_AT_HEADER:
+            return value.decode()
+    return None
 
 
 class LiveStream:
@@ -89,4 +100,4 @@ class LiveStream:
                         )
                         continue
                     if isinstance(event, SmsInbound):
-                        self._router.route(event, record.value)
+                        self._router.route(event, record.value, _received_at(record.headers))

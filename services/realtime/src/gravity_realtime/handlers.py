@@ -66,7 +66,9 @@ class LiveRouter:
         self._hub = hub
         self._recent = RecentIds()
 
-    def route(self, event: SmsInbound, value: bytes) -> None:
-        """Broadcast ``value`` (the record as published) unless it was already broadcast."""
+    def route(self, event: SmsInbound, value: bytes, received_at: str | None = None) -> None:
+        """Broadcast ``value`` (the record as published) unless it was already broadcast; ``received_at``
+        (from the record's header) places it in the gateway's order."""
         if self._recent.first_time(event.message_id):
-            self._hub.broadcast(event.tenant_id, event.message_id, value)
+            position = (received_at, event.message_id) if received_at is not None else None
+            self._hub.broadcast(event.tenant_id, event.message_id, value, position)

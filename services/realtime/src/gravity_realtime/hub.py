@@ -3,7 +3,8 @@
 A broadcast puts the same bytes into every queue of the tenant (encoded once, no task per frame); one
 writer task per connection drains its queue. A client whose queue is full is disconnected (1008) rather
 than allowed to grow the server's memory. While a connection replays history (``since``), live frames
-are held in its queue behind the history and de-duplicated by messageId at the seam.
+are held in its queue behind the history and de-duplicated by messageId at the seam; live frames at or
+before ``since`` in the gateway's order (a copy behind the one the client left) are dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from gravity_realtime.protocol import ABORT_EXTENSION
 
-__all__ = ["Client", "Hub"]
+__all__ = ["Client", "Hub", "Position", "Resume"]
+
+Position = tuple[str, str]
+"""(receivedAt as the contract renders it, messageId): the gateway's order; the fixed-width timestamp
+compares as text."""
+
+_Item = tuple[str | None, Position | None, bytes]
+"""A queued frame: its messageId, its position (when known) and its bytes."""
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,33 @@ def _abort(ws: WebSocket) -> bool:
     return True
 
 
+class Resume:
+    """A resume's seam: live frames up to ``since`` and the history's own messages are not sent again.
+
+    Live frames come in the gateway's order, so once one lies beyond both ``since`` and the history's last
+    message, no later one can repeat either, and the filter (with its set of ids) is dropped.
+    """
+
+    def __init__(self, since: Position) -> None:
+        self.since = since
+        self.sent_ids: set[str] = set()
+        self.end = since
+
+    def sent(self, message_id: str, position: Position) -> None:
+        """A history message went out."""
+        self.sent_ids.add(message_id)
+        self.end = max(self.end, position)
+
+    def admits(self, message_id: str, position: Position | None) -> bool:
+        """False for a live frame the client has: at or before ``since`` (a copy behind the one the client
+        left), or sent from history."""
+        return message_id not in self.sent_ids and (position is None or position > self.since)
+
+    def passed(self, position: Position) -> bool:
+        """True once live frames are beyond everything the resume covered."""
+        return position > self.end
+
+
 class Client:
     """One socket: its tenant, its key, its outbound queue."""
 
@@ -45,17 +80,17 @@ class Client:
         self.abort_after = abort_after
         self.tenant_id = tenant_id
         self.key_id = key_id
-        self.queue: asyncio.Queue[tuple[str | None, bytes] | None] = asyncio.Queue(max_queued)
-        self.sent_ids: set[str] | None = None  # during a resume: ids already sent from history
+        self.queue: asyncio.Queue[_Item | None] = asyncio.Queue(max_queued)
+        self.resume: Resume | None = None  # while live frames may repeat what the resume covered
         self.close_code: int | None = None
         self.closed = asyncio.Event()
 
-    def offer(self, message_id: str | None, frame: bytes) -> None:
+    def offer(self, message_id: str | None, frame: bytes, position: Position | None = None) -> None:
         """Queue a frame, or mark the client for disconnection when its queue is full."""
         if self.close_code is not None:
             return
         try:
-            self.queue.put_nowait((message_id, frame))
+            self.queue.put_nowait((message_id, position, frame))
         except asyncio.QueueFull:
             log.info("client of %s does not read: disconnecting", self.tenant_id)
             self.close(CLOSE_BUFFER_FULL)
@@ -78,17 +113,18 @@ class Client:
             log.info("client of %s did not take its close frame: connection dropped", self.tenant_id)
 
     async def write_loop(self) -> None:
-        """Send queued frames in order until closed; skip live duplicates of history."""
+        """Send queued frames in order until closed; skip what a resume already covered."""
         try:
             while True:
                 item = await self.queue.get()
                 if item is None:
                     break
-                message_id, frame = item
-                if message_id is not None and self.sent_ids is not None:
-                    if message_id in self.sent_ids:
+                message_id, position, frame = item
+                if self.resume is not None and message_id is not None:
+                    if not self.resume.admits(message_id, position):
                         continue
-                    self.sent_ids.add(message_id)
+                    if position is not None and self.resume.passed(position):
+                        self.resume = None  # the stream is in gateway order: nothing later can repeat
                 await self.ws.send_text(frame.decode())
         except Exception:  # the peer went away: nothing to deliver to any more
             log.debug("socket write failed", exc_info=True)
@@ -123,11 +159,13 @@ class Hub:
         if not self._by_key[client.key_id]:
             del self._by_key[client.key_id]
 
-    def broadcast(self, tenant_id: str, message_id: str, frame: bytes) -> int:
+    def broadcast(
+        self, tenant_id: str, message_id: str, frame: bytes, position: Position | None = None
+    ) -> int:
         """Offer ``frame`` to every client of the tenant; return how many."""
         clients = self._by_tenant.get(tenant_id, ())
         for client in tuple(clients):
-            client.offer(message_id, frame)
+            client.offer(message_id, frame, position)
         return len(clients)
 
     def close_key(self, key_id: str, code: int = CLOSE_REVOKED) -> None:

@@ -3,7 +3,9 @@
 Order of a resume, chosen so there is no gap and no duplicate at the seam: the client is registered
 for live frames *before* history is read (a message published meanwhile is either in the history —
 its row was committed before it was published — or queued live, or both, and the writer drops the
-second copy by messageId); history is sent oldest first; then the queue drains.
+second copy by messageId); history is sent oldest first; then the queue drains. The live stream is in
+the gateway's order (the registry publishes each tenant so), so live frames at or before ``since`` —
+from a copy that is behind the one the client left — are what the client had, and are dropped too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, WebSocket
@@ -21,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 from gravity_events.codec import encode
 from gravity_events.ids import parse_timestamp
 from gravity_events.models import SmsInbound
-from gravity_realtime.hub import Client
+from gravity_realtime.hub import Client, Position, Resume
 
 __all__ = ["router"]
 
@@ -52,13 +55,21 @@ def _frame(message: dict[str, Any]) -> bytes:
     )
 
 
-async def _history(http: httpx.AsyncClient, api_key: str, since: str) -> list[dict[str, Any]]:
-    """Every message after ``since``, oldest first, from the registry's read model."""
+async def _history(
+    http: httpx.AsyncClient, api_key: str, since: str
+) -> tuple[Position, list[dict[str, Any]]]:
+    """The position of ``since`` and every message after it, oldest first, from the registry's read model."""
+    auth = {"Authorization": f"Bearer {api_key}"}
+    r = await http.get(f"/v1/sms/messages/{quote(since, safe='')}", headers=auth)
+    if r.status_code == 404:
+        raise _UnknownSince(since)
+    r.raise_for_status()
+    position = _position(r.json())
     messages: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
         params = {"after": since, "limit": "100", **({"cursor": cursor} if cursor else {})}
-        r = await http.get("/v1/sms/messages", params=params, headers={"Authorization": f"Bearer {api_key}"})
+        r = await http.get("/v1/sms/messages", params=params, headers=auth)
         if r.status_code == 404:
             raise _UnknownSince(since)
         r.raise_for_status()
@@ -66,7 +77,11 @@ async def _history(http: httpx.AsyncClient, api_key: str, since: str) -> list[di
         messages += page["messages"]
         cursor = page["nextCursor"]
         if cursor is None:
-            return messages
+            return position, messages
+
+
+def _position(message: dict[str, Any]) -> Position:
+    return (message["receivedAt"], message["messageId"])
 
 
 async def _refuse(ws: WebSocket, status: int, close_code: int, message: str) -> None:
@@ -111,16 +126,16 @@ async def stream(ws: WebSocket) -> None:
     try:
         history: list[dict[str, Any]] = []
         if since:
-            client.sent_ids = set()
             try:
-                history = await _history(state.http, api_key, since)
+                position, history = await _history(state.http, api_key, since)
             except _UnknownSince:
                 await _refuse(ws, 404, CLOSE_NOT_FOUND, "since is not a message of this tenant")
                 return
+            client.resume = Resume(position)
         await ws.accept()
         await ws.send_text(f'{{"type":"connected","tenantId":"{tenant_id}"}}')
         for message in history:
-            client.sent_ids.add(message["messageId"])  # type: ignore[union-attr]
+            client.resume.sent(message["messageId"], _position(message))  # type: ignore[union-attr]
             await ws.send_text(_frame(message).decode())
         writer = asyncio.create_task(client.write_loop())
         reader = asyncio.create_task(_drain_incoming(ws))
