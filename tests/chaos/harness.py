@@ -29,7 +29,7 @@ import orjson
 import pytest
 from tests.simulators.receiver import WebhookReceiver, running_receiver
 from tests.simulators.ringcentral import RingCentralSimulator, running_ringcentral
-from tests.support import eventually, free_port
+from tests.support import eventually, free_port, wait_ready
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -75,14 +75,7 @@ class Service:
         self.proc.wait()
 
     async def ready(self, client: httpx.AsyncClient, timeout: float = 90) -> None:
-        async def answers() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                return (await client.get(self.url + "/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(answers, timeout=timeout, interval=0.2)
+        await wait_ready(self.url, client=client, proc=self.proc, log=self.log, timeout=timeout)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -324,8 +317,6 @@ async def chaos_run(
             _missing("messages API", {m["messageId"] for m in messages})
             return messages
 
-        messages = await eventually(stored, timeout=90, interval=0.5)
-
         def delivered(path: str) -> set[str]:
             return {r.headers["webhook-id"] for r in receiver.received(path)}
 
@@ -339,58 +330,50 @@ async def chaos_run(
                 _missing(f"WebSocket client {i}", set(stream.ids))
             return True
 
-        await eventually(all_delivered, timeout=120)
-        await eventually(all_streamed, timeout=60)
-        stop_streams.set()
-        for task in stream_tasks:
-            task.cancel()
-        await asyncio.gather(*stream_tasks, return_exceptions=True)
-        hang_attempts = len(receiver.received("/hang"))
+        messages: list[dict[str, Any]] = []
+        try:
+            messages = await eventually(stored, timeout=90, interval=0.5)
+            await eventually(all_delivered, timeout=120)
+            await eventually(all_streamed, timeout=60)
+        finally:  # the table belongs in the CI log whether the test passes or not
+            stop_streams.set()
+            for task in stream_tasks:
+                task.cancel()
+            await asyncio.gather(*stream_tasks, return_exceptions=True)
+            if not messages:
+                with contextlib.suppress(Exception):
+                    messages = await _all_messages(api, auth)
+            counts = Counter(m["rcMessageId"] for m in messages)
+            rows = [
+                _Row(
+                    "stored messages (messages API)",
+                    expected,
+                    {m["messageId"] for m in messages},
+                    sum(c - 1 for c in counts.values()),
+                ),
+                *(
+                    _Row(
+                        f"webhook {path} (distinct messageIds)",
+                        expected,
+                        delivered(path),
+                        len(receiver.received(path)) - len(delivered(path)),
+                    )
+                    for path in ("/ok", "/flaky")
+                ),
+                *(
+                    _Row(
+                        f"WebSocket client {i} ({s.reconnects} resumes)",
+                        expected,
+                        set(s.ids),
+                        len(s.ids) - len(set(s.ids)),
+                    )
+                    for i, s in enumerate(streams)
+                ),
+            ]
+            ok_spread = Counter(Counter(r.headers["webhook-id"] for r in receiver.received("/ok")).values())
+            with capsys.disabled():
+                print(_report(chaos, load, rate, duration, len(receiver.received("/hang")), rows, ok_spread))
 
-    counts = Counter(m["rcMessageId"] for m in messages)
-    report = ["\nfailure injection: what was injected"]
-    report += [f"  t={at:5.1f}s  {what}" for at, what in chaos.injected]
-    report.append(
-        f"  notifications sent {int(rate * duration)} at {rate}/s over two ingest copies; answered 200: "
-        f"{len(load.accepted)}; re-sent after a refusal or error: {load.retried}; never accepted: "
-        f"{len(load.given_up)}; requests to the hanging endpoint: {hang_attempts}"
-    )
-    report.append(f"{'what':<40}{'expected':>10}{'found':>10}{'lost':>8}{'extra':>8}")
-    rows = [
-        ("stored messages (messages API)", len(expected), len(counts), sum(c - 1 for c in counts.values())),
-        *(
-            (
-                f"webhook {path} (distinct messageIds)",
-                len(expected),
-                len(delivered(path) & expected),
-                len(receiver.received(path)) - len(delivered(path)),
-            )
-            for path in ("/ok", "/flaky")
-        ),
-        *(
-            (
-                f"WebSocket client {i} ({s.reconnects} resumes)",
-                len(expected),
-                len(set(s.ids) & expected),
-                len(s.ids) - len(set(s.ids)),
-            )
-            for i, s in enumerate(streams)
-        ),
-    ]
-    report += [
-        f"{what:<40}{want:>10}{found:>10}{want - found:>8}{extra:>8}" for what, want, found, extra in rows
-    ]
-    spread = Counter(Counter(r.headers["webhook-id"] for r in receiver.received("/ok")).values())
-    report.append(
-        "  /ok (never failed), messages by times received: "
-        + ", ".join(f"{times} times: {count}" for times, count in sorted(spread.items()))
-    )
-    report.append("  extra: stored rows beyond one per message; webhook requests beyond one per message")
-    report.append(
-        "  (redeliveries after a failure; for /flaky also its refused attempts); frames received twice"
-    )
-    with capsys.disabled():  # the table belongs in the CI log whether the test passes or not
-        print("\n".join(report))
     assert not load.given_up  # every notification was eventually answered 200 by some ingest copy
     assert all(c == 1 for c in counts.values())  # stored exactly once
     assert {ids.message_id_for(tenant["tenantId"], r) for r in counts} == expected  # nothing extra or lost
@@ -398,3 +381,44 @@ async def chaos_run(
         # resume with since: no gap. Frames received twice are counted above, not refused: a registry killed
         # between publishing a batch and marking it published publishes it again (at-least-once).
         assert set(stream.ids) == expected
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One line of the table: what was expected, what was found of it, and what came more than once."""
+
+    what: str
+    expected: set[str]
+    found: set[str]
+    extra: int
+
+    def line(self) -> str:
+        want, found = len(self.expected), len(self.found & self.expected)
+        return f"{self.what:<40}{want:>10}{found:>10}{want - found:>8}{self.extra:>8}"
+
+
+def _report(
+    chaos: Chaos,
+    load: Load,
+    rate: int,
+    duration: float,
+    hang_attempts: int,
+    rows: list[_Row],
+    ok_spread: Counter[int],
+) -> str:
+    """The printed table: the injections, the load, then per observer expected / found / lost / extra."""
+    return "\n".join(
+        [
+            "\nfailure injection: what was injected",
+            *(f"  t={at:5.1f}s  {what}" for at, what in chaos.injected),
+            f"  notifications sent {int(rate * duration)} at {rate}/s over two ingest copies; answered 200: "
+            f"{len(load.accepted)}; re-sent after a refusal or error: {load.retried}; never accepted: "
+            f"{len(load.given_up)}; requests to the hanging endpoint: {hang_attempts}",
+            f"{'what':<40}{'expected':>10}{'found':>10}{'lost':>8}{'extra':>8}",
+            *(row.line() for row in rows),
+            "  /ok (never failed), messages by times received: "
+            + ", ".join(f"{times} times: {count}" for times, count in sorted(ok_spread.items())),
+            "  extra: stored rows beyond one per message; webhook requests beyond one per message",
+            "  (redeliveries after a failure; for /flaky also its refused attempts); frames received twice",
+        ]
+    )

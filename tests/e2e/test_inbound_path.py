@@ -15,7 +15,7 @@ import pytest
 from tests.fixtures import notification
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
 from tests.servers import serve
-from tests.support import eventually
+from tests.support import eventually, wait_ready
 
 from gravity_events.settings import KafkaSettings
 from gravity_ingest.app import create_app as create_ingest
@@ -37,12 +37,8 @@ async def urls(
         out = {"registry": f"http://127.0.0.1:{reg_port}", "ingest": f"http://127.0.0.1:{ing_port}"}
         async with httpx.AsyncClient() as c:
             for base in out.values():
-                await eventually(lambda b=base: _ok(c, b + "/readyz"), timeout=30)
+                await wait_ready(base, client=c, timeout=30)
         yield out
-
-
-async def _ok(c: httpx.AsyncClient, url: str) -> bool:
-    return (await c.get(url)).status_code == 200
 
 
 async def _connected_tenant(c: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, Any]:

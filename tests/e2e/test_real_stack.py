@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import orjson
 import pytest
 from tests.simulators.receiver import WebhookReceiver, running_receiver
 from tests.simulators.ringcentral import RingCentralSimulator, running_ringcentral
-from tests.support import eventually, free_port
+from tests.support import eventually, free_port, wait_ready
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -56,9 +56,9 @@ class RealStack:
 
 
 @pytest.fixture(scope="module")
-def stack_process(
+async def stack_process(
     kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory, e2e_database: str
-) -> Iterator[RealStack]:
+) -> AsyncIterator[RealStack]:
     """`gravity-dev run` as a child process; SIGINT (Ctrl-C) at the end must stop it cleanly."""
     data = tmp_path_factory.mktemp("stack")
     ports = {name: free_port() for name in ("registry", "ingest", "realtime", "fanout")}
@@ -85,7 +85,8 @@ def stack_process(
         )
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     try:
-        _wait_ready(proc, urls, log)
+        for url in urls.values():
+            await wait_ready(url, proc=proc, log=log, timeout=120)
         yield RealStack(**urls, log=log)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -95,23 +96,6 @@ def stack_process(
             proc.kill()
             raise
     assert code == 0, log.read_text()[-3000:]
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], urls: dict[str, str], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    pending = dict(urls)
-    while pending:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the stack exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        for name, url in list(pending.items()):
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    del pending[name]
-            except httpx.HTTPError:
-                pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not ready: {sorted(pending)}\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

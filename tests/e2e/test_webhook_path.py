@@ -16,7 +16,7 @@ from tests.fixtures import notification
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
 from tests.servers import serve
 from tests.simulators.receiver import running_receiver
-from tests.support import eventually
+from tests.support import eventually, wait_ready
 
 from gravity_events.settings import KafkaSettings
 from gravity_fanout.app import create_app as create_fanout
@@ -49,12 +49,8 @@ async def urls(
         }
         async with httpx.AsyncClient() as c:
             for base in out.values():
-                await eventually(lambda b=base: _ok(c, b + "/readyz"), timeout=60)
+                await wait_ready(base, client=c)
         yield out
-
-
-async def _ok(c: httpx.AsyncClient, url: str) -> bool:
-    return (await c.get(url)).status_code == 200
 
 
 async def test_an_sms_reaches_the_app_signed_and_is_logged(urls: dict[str, str]) -> None:

@@ -21,7 +21,7 @@ from tests.fixtures import (
     subscription_removed,
 )
 from tests.servers import serve
-from tests.support import eventually
+from tests.support import eventually, wait_ready
 
 from gravity_events import ids, topics
 from gravity_events.codec import decode
@@ -55,15 +55,11 @@ def _client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest")
 
 
-async def _ready(c: httpx.AsyncClient) -> bool:
-    return (await c.get("/readyz")).status_code == 200
-
-
 @pytest.fixture
 async def client(kafka_settings: KafkaSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(_settings(kafka_settings))
     async with LifespanManager(app) as manager, _client(manager.app) as c:
-        await _eventually(lambda: _ready(c))
+        await wait_ready(client=c, timeout=10)
         yield c
 
 
@@ -148,7 +144,7 @@ async def test_ready_only_after_the_stream_was_replayed(kafka_settings: KafkaSet
     )
     app = create_app(_settings(kafka_settings))
     async with LifespanManager(app) as manager, _client(manager.app) as c:
-        await _eventually(lambda: _ready(c))
+        await wait_ready(client=c, timeout=10)
         assert await _accepts(c, sub, token)  # no waiting: replayed before ready
         probe = notification(removed_sub)
         probe["event"] = RENEWAL_REMINDER
@@ -483,7 +479,7 @@ async def test_broker_down_is_503_and_recovers(tmp_path: Path) -> None:
         tenant, sub, token = _new_subscription()
         app = create_app(_settings(own, GRAVITY_INGEST_PUBLISH_TIMEOUT=1.0))
         async with LifespanManager(app) as manager, _client(manager.app) as c:
-            await _eventually(lambda: _ready(c), timeout=30)
+            await wait_ready(client=c, timeout=30)
             await publish_events(own, topics.SUBSCRIPTIONS, (sub, subscription_active(tenant, sub, token)))
             await _eventually(lambda: _accepts(c, sub, token))
             assert await _status(c, sub, token) == 200

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from tests.support import eventually
+from tests.support import wait_ready
 
 from gravity_events.settings import KafkaSettings
 from gravity_registry.app import create_app
@@ -64,9 +64,5 @@ async def registry(
     async with LifespanManager(app, startup_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
-
-            async def ready() -> bool:
-                return (await client.get("/readyz")).status_code == 200
-
-            await eventually(ready, timeout=30)
+            await wait_ready(client=client, timeout=30)
             yield Registry(client, settings, app)

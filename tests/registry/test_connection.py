@@ -22,7 +22,7 @@ from asgi_lifespan import LifespanManager
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
 from tests.servers import serve
 from tests.simulators.ringcentral import SMS_FILTER, RingCentralSimulator, running_ringcentral
-from tests.support import eventually
+from tests.support import eventually, wait_ready
 
 from gravity_events.settings import KafkaSettings
 from gravity_ingest.app import create_app as create_ingest
@@ -104,12 +104,8 @@ async def registry_client(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://registry", timeout=30) as client:
-            await eventually(lambda: _ready(client), timeout=30)
+            await wait_ready(client=client, timeout=30)
             yield client
-
-
-async def _ready(client: httpx.AsyncClient) -> bool:
-    return (await client.get("/readyz")).status_code == 200
 
 
 @contextlib.asynccontextmanager
@@ -119,12 +115,8 @@ async def running_ingest(kafka: KafkaSettings) -> AsyncIterator[str]:
     )
     async with serve(ingest) as port, httpx.AsyncClient() as c:
         url = f"http://127.0.0.1:{port}"
-        await eventually(lambda: _ready_url(c, url), timeout=30)
+        await wait_ready(url, client=c, timeout=30)
         yield url
-
-
-async def _ready_url(c: httpx.AsyncClient, url: str) -> bool:
-    return (await c.get(url + "/readyz")).status_code == 200
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import orjson
 from asgi_lifespan import LifespanManager
 from tests.fixtures import TopicTail, notification, publish_events
 from tests.registry.conftest import ADMIN_TOKEN, Registry, registry_settings
-from tests.support import eventually, free_port
+from tests.support import eventually, free_port, wait_ready
 
 from gravity_events import ids, topics
 from gravity_events.codec import encode, encode_headers
@@ -365,16 +365,9 @@ async def test_registry_killed_mid_stream_stores_every_event_exactly_once(
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "gravity_registry"], env=env)
 
-    async def ready() -> bool:
-        try:
-            async with httpx.AsyncClient() as c:
-                return (await c.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     proc = start()
     try:
-        await eventually(ready, timeout=60)
+        await wait_ready(f"http://127.0.0.1:{port}", proc=proc)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
             tenant = (
                 await c.post(
