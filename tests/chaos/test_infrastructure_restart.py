@@ -107,7 +107,7 @@ def _restart_broker_then_postgres(infra: Infrastructure) -> Iterator[Injection]:
     yield Injection(
         4.0, f"broker (Tansu, S3 engine) stopped, restarted after {DOWN_FOR:.0f} s", infra.restart_broker
     )
-    yield Injection(14.0, f"PostgreSQL stopped, restarted after {DOWN_FOR:.0f} s", infra.restart_postgres)
+    yield Injection(16.0, f"PostgreSQL stopped, restarted after {DOWN_FOR:.0f} s", infra.restart_postgres)
 
 
 async def test_broker_and_database_restarts_lose_nothing(
@@ -119,8 +119,8 @@ async def test_broker_and_database_restarts_lose_nothing(
     await chaos_run(
         infra_env=infrastructure.env,
         logs=tmp_path / "logs",
-        rate=50,
-        duration=24.0,
+        rate=100,
+        duration=30.0,
         flaky_for=60.0,
         schedule=schedule,
         capsys=capsys,
