@@ -377,13 +377,11 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
     async with pool.acquire() as conn:
         await db.lock_tenants(conn, tenant_ids=tenant_ids)
         try:
-            async with conn.transaction():
-                last = await db.last_published(conn, tenant_ids=tenant_ids)
-                await _insert(conn, producer, rows, origins)
-                pending = stamp_in_gateway_order(await db.unpublished_messages(conn, keys=list(rows)), last)
-                moved = [(r["tenant_id"], r["rc_message_id"], t) for r, t in pending if t != r["received_at"]]
-                if moved:
-                    await db.restamp_messages(conn, stamps=moved)
+            try:
+                pending = await _store(conn, rows, tenant_ids)
+            except asyncpg.DataError:  # a value PostgreSQL refuses: find it, so it cannot block everyone
+                await _drop_unstorable(conn, producer, rows, origins)
+                pending = await _store(conn, rows, tenant_ids)
             futures = []
             for row, received_at in pending:  # committed first: a resume's history read sees what is live
                 event = sms_event(row)
@@ -401,24 +399,38 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
             await db.unlock_tenants(conn, tenant_ids=tenant_ids)
 
 
-async def _insert(
+async def _store(
+    conn: asyncpg.Connection, rows: dict[tuple[str, str], db.MessageRow], tenant_ids: list[str]
+) -> list[tuple[Any, datetime]]:
+    """One transaction (the caller holds the tenants' order locks): insert, read back what is unpublished,
+    stamp it after each tenant's last published message. Returns the rows to publish with their stamps."""
+    async with conn.transaction():
+        last = await db.last_published(conn, tenant_ids=tenant_ids)
+        await db.insert_messages(conn, rows=list(rows.values()))
+        pending = stamp_in_gateway_order(await db.unpublished_messages(conn, keys=list(rows)), last)
+        moved = [(r["tenant_id"], r["rc_message_id"], t) for r, t in pending if t != r["received_at"]]
+        if moved:
+            await db.restamp_messages(conn, stamps=moved)
+    return pending
+
+
+async def _drop_unstorable(
     conn: asyncpg.Connection,
     producer: AIOKafkaProducer,
     rows: dict[tuple[str, str], db.MessageRow],
     origins: dict[tuple[str, str], Envelope],
 ) -> None:
-    """Insert the batch; a row PostgreSQL refuses is dead-lettered and dropped, so it cannot block anyone."""
-    try:
-        async with conn.transaction():
-            await db.insert_messages(conn, rows=list(rows.values()))
-    except asyncpg.DataError:
-        for key, row in list(rows.items()):
-            try:
-                async with conn.transaction():
-                    await db.insert_messages(conn, rows=[row])
-            except asyncpg.DataError as exc:
-                await _dead_letter(producer, origins[key], f"not storable: {exc}")
-                del rows[key]
+    """Try each row alone, rolled back either way; dead-letter and drop the ones PostgreSQL refuses."""
+    for key, row in list(rows.items()):
+        trial = conn.transaction()
+        await trial.start()
+        try:
+            await db.insert_messages(conn, rows=[row])
+        except asyncpg.DataError as exc:
+            await _dead_letter(producer, origins[key], f"not storable: {exc}")
+            del rows[key]
+        finally:
+            await trial.rollback()
 
 
 _ONE_MS = timedelta(milliseconds=1)
