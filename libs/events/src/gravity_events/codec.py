@@ -32,6 +32,7 @@ from gravity_events.models import (
 )
 
 __all__ = [
+    "RECEIVED_AT_HEADER",
     "SCHEMA_VERSION",
     "TOPIC_EVENTS",
     "CodecError",
@@ -44,6 +45,9 @@ __all__ = [
 SCHEMA_VERSION = 1
 TYPE_HEADER = "gravity-type"
 VERSION_HEADER = "gravity-schema-version"
+RECEIVED_AT_HEADER = "gravity-received-at"
+"""On ``sms_inbound``: the message's receivedAt; the registry publishes each tenant in (receivedAt, messageId)
+order, which realtime relies on to place live frames against a resume's ``since``."""
 
 Headers = Sequence[tuple[str, bytes]]
 

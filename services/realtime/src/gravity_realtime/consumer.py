@@ -10,29 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gravity_events import topics
-from gravity_events.codec import CodecError, decode
+from gravity_events.codec import RECEIVED_AT_HEADER, CodecError, decode
+from gravity_events.kafka import record_headers
 from gravity_events.models import SmsInbound
 from gravity_realtime.handlers import LiveRouter
 from gravity_realtime.settings import Settings
 
-__all__ = ["RECEIVED_AT_HEADER", "LiveStream"]
-
-RECEIVED_AT_HEADER = "gravity-received-at"
+__all__ = ["LiveStream"]
 
 log = logging.getLogger(__name__)
-
-
-def _received_at(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
-    """The message's receivedAt as the registry published it (``gravity-received-at``)."""
-    for key, value in headers or ():
-        if key == RECEIVED_AT_HEADER:
-            return value.decode()
-    return None
 
 
 class LiveStream:
@@ -100,4 +90,5 @@ class LiveStream:
                         )
                         continue
                     if isinstance(event, SmsInbound):
-                        self._router.route(event, record.value, _received_at(record.headers))
+                        stamp = record_headers(record).get(RECEIVED_AT_HEADER)
+                        self._router.route(event, record.value, stamp.decode() if stamp else None)

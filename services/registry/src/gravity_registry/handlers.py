@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from gravity_events import topics
-from gravity_events.codec import encode, encode_headers
+from gravity_events.codec import RECEIVED_AT_HEADER, encode, encode_headers
 from gravity_events.ids import (
     TENANT_ID_RE,
     format_timestamp,
@@ -386,7 +386,7 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
             for row, received_at in pending:  # committed first: a resume's history read sees what is live
                 event = sms_event(row)
                 stamp = format_timestamp(received_at).encode()
-                headers = [*encode_headers(event), ("gravity-received-at", stamp)]
+                headers = [*encode_headers(event), (RECEIVED_AT_HEADER, stamp)]
                 futures.append(
                     await producer.send(
                         topics.SMS_INBOUND, encode(event), key=row["tenant_id"].encode(), headers=headers
