@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from tests.fixtures import notification, publish_events, raw_event
+from tests.fixtures import TopicTail, notification, publish_events, raw_event
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
 from tests.servers import serve
 from tests.support import eventually, wait_ready
@@ -40,6 +41,9 @@ class Stack:
     realtime_ports: list[int]
     kafka: KafkaSettings
     last_received: datetime | None = None
+    sent: list[tuple[str, str, int]] = field(default_factory=list)
+    """(tenantId, messageId, epoch ms) of every raw notification appended, for :meth:`trace`."""
+    keys: dict[str, str] = field(default_factory=dict)
 
     def _next_received_at(self) -> datetime:
         """Strictly increasing receivedAt, as one ingest copy stamps (the registry may still publish a
@@ -54,7 +58,9 @@ class Stack:
         r = await self.registry.post(
             "/v1/tenants", json={"name": "rt"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         )
-        return dict(r.json())
+        tenant = dict(r.json())
+        self.keys[tenant["tenantId"]] = tenant["apiKey"]
+        return tenant
 
     def url(self, query: str = "", copy: int = 0) -> str:
         return f"ws://127.0.0.1:{self.realtime_ports[copy]}/v1/ws{query}"
@@ -73,8 +79,48 @@ class Stack:
                     notification=body,
                 )
             )
+        return await self.publish_raw(events)
+
+    async def publish_raw(self, events: list[RcNotification]) -> list[str]:
+        """Append raw notifications as ingest would; return their messageIds."""
+        now = int(time.time() * 1000)
+        self.sent += [(e.tenant_id, ids.message_id_for(e.tenant_id, e.rc_message_id), now) for e in events]
         await publish_events(self.kafka, topics.RC_RAW, *((e.rc_message_id, e) for e in events))
-        return [ids.message_id_for(tenant_id, e.rc_message_id) for e in events]
+        return [ids.message_id_for(e.tenant_id, e.rc_message_id) for e in events]
+
+    async def trace(self, seconds: float = 120.0) -> str:
+        """Where the messages of the last ``seconds`` are on their way (for a frame that did not come):
+        stored by the registry or not, on ``sms_inbound`` or not, and how long after they were sent."""
+        since = int(time.time() * 1000 - seconds * 1000)
+        recent = [(t, m, at) for t, m, at in self.sent if at >= since]
+        if not recent:
+            return "no message sent in the last two minutes"
+        published: dict[str, tuple[int, int, int]] = {}
+        async with TopicTail(self.kafka, topics.SMS_INBOUND, since=min(at for _, _, at in recent)) as tail:
+            for _ in range(3):
+                for r in await tail.poll():
+                    published.setdefault(
+                        orjson.loads(r.value)["messageId"], (r.partition, r.offset, r.timestamp)
+                    )
+        lines = []
+        for tenant_id, message_id, at in recent:
+            r = await self.registry.get(
+                f"/v1/sms/messages/{message_id}",
+                headers={"Authorization": f"Bearer {self.keys.get(tenant_id)}"},
+            )
+            stored = (
+                f"stored, receivedAt {r.json()['receivedAt']}"
+                if r.status_code == 200
+                else f"GET {r.status_code}"
+            )
+            hit = published.get(message_id)
+            where = f"on sms_inbound {hit[0]}/{hit[1]} +{hit[2] - at} ms" if hit else "NOT on sms_inbound"
+            lines.append(f"{message_id} sent {at}: {stored}; {where}")
+        lacking = [line for line in lines if "NOT" in line or "GET" in line]
+        return (
+            f"of {len(lines)} messages sent in the last {seconds:.0f} s, {len(lacking)} not stored or not published"
+            f" (now {int(time.time() * 1000)}):\n" + "\n".join((lacking or lines)[-15:])
+        )
 
 
 def _realtime_settings(kafka: KafkaSettings, registry_port: int, **overrides: Any) -> RealtimeSettings:
@@ -125,11 +171,22 @@ async def _connect(url: str, key: str | None = None, **kw: Any) -> ClientConnect
 
 FRAME_DEADLINE = 30.0
 """Per frame. The path (raw topic → projection → sms_inbound → realtime) takes ~20 ms here, but in full CI
-runs on two cores it has stalled past 10 s a few times, mid-module, cause not yet found (see the notes)."""
+runs on two cores it has stalled past 10 s a few times (once past 30 s), mid-module, cause not yet found;
+a frame that does not come fails with :meth:`Stack.trace`, which says where the recent messages are."""
 
 
-async def _frames(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
-    return [orjson.loads(await asyncio.wait_for(ws.recv(), FRAME_DEADLINE)) for _ in range(n)]
+async def _frames(ws: ClientConnection, n: int, stack: Stack) -> list[dict[str, Any]]:
+    """The next ``n`` frames; when one does not come, fail with where the recent messages are."""
+    frames = []
+    for i in range(n):
+        try:
+            frames.append(orjson.loads(await asyncio.wait_for(ws.recv(), FRAME_DEADLINE)))
+        except TimeoutError:
+            trace = await stack.trace()
+            raise AssertionError(
+                f"frame {i + 1} of {n} not received within {FRAME_DEADLINE} s; {trace}"
+            ) from None
+    return frames
 
 
 async def test_both_auth_styles_and_the_connected_frame(stack: Stack) -> None:
@@ -154,7 +211,7 @@ async def test_tenants_receive_only_their_own_messages_byte_identical(stack: Sta
     a_ids = await stack.send_sms(a["tenantId"], 3)
     b_ids = await stack.send_sms(b["tenantId"], 2)
     for ws in a_socks:
-        frames = await _frames(ws, 3)
+        frames = await _frames(ws, 3, stack)
         assert {f["messageId"] for f in frames} == set(a_ids)
         assert all(f["tenantId"] == a["tenantId"] and f["type"] == "sms_inbound" for f in frames)
         assert list(frames[0]) == [
@@ -168,11 +225,11 @@ async def test_tenants_receive_only_their_own_messages_byte_identical(stack: Sta
             "timestamp",
         ]
     for ws in b_socks:
-        assert {f["messageId"] for f in await _frames(ws, 2)} == set(b_ids)
+        assert {f["messageId"] for f in await _frames(ws, 2, stack)} == set(b_ids)
     # nothing else arrives for A (B's messages never do): a marker for A comes next, not a B frame
     [marker] = await stack.send_sms(a["tenantId"], 1)
     for ws in a_socks:
-        assert (await _frames(ws, 1))[0]["messageId"] == marker
+        assert (await _frames(ws, 1, stack))[0]["messageId"] == marker
     for ws in a_socks + b_socks:
         await ws.close()
 
@@ -198,7 +255,7 @@ async def test_revoked_key_closes_its_sockets_and_is_refused(stack: Stack) -> No
 
     await eventually(refused, timeout=5)
     [mid] = await stack.send_sms(tenant["tenantId"])  # the tenant's other key still streams
-    assert (await _frames(other, 1))[0]["messageId"] == mid
+    assert (await _frames(other, 1, stack))[0]["messageId"] == mid
     await other.close()
 
 
@@ -206,14 +263,14 @@ async def test_resume_with_since_has_no_gap_and_no_duplicate(stack: Stack) -> No
     tenant = await stack.tenant()
     watcher = await _connect(stack.url(), tenant["apiKey"])
     sent = await stack.send_sms(tenant["tenantId"], 4)
-    first = [f["messageId"] for f in await _frames(watcher, 4)]  # the gateway's order is the stream's
+    first = [f["messageId"] for f in await _frames(watcher, 4, stack)]  # the gateway's order is the stream's
     assert set(first) == set(sent)
     # messages keep arriving while the client resumes from the first one
     feeding = asyncio.create_task(_trickle(stack, tenant["tenantId"], 10))
     resumed = await _connect(stack.url(f"?since={first[0]}&token={tenant['apiKey']}"))
     later = await feeding
     expected = first[1:] + later
-    got = [f["messageId"] for f in await _frames(resumed, len(expected))]
+    got = [f["messageId"] for f in await _frames(resumed, len(expected), stack)]
     assert len(got) == len(set(got)) and set(got) == set(expected)
     assert got[: len(first) - 1] == first[1:]  # history first, oldest first
     await resumed.close()
@@ -226,7 +283,7 @@ async def test_a_live_frame_at_or_before_since_is_not_sent_again(stack: Stack) -
     tenant = await stack.tenant()
     watcher = await _connect(stack.url(), tenant["apiKey"])
     [since] = await stack.send_sms(tenant["tenantId"])
-    await _frames(watcher, 1)
+    await _frames(watcher, 1, stack)
     resumed = await _connect(stack.url(f"?since={since}&token={tenant['apiKey']}"))
     # what the lagging copy routes next: a message from before `since` (its receivedAt is earlier)
     behind = SmsInbound(
@@ -248,8 +305,11 @@ async def test_a_live_frame_at_or_before_since_is_not_sent_again(stack: Stack) -
     finally:
         await producer.stop()
     [later] = await stack.send_sms(tenant["tenantId"])
-    assert [f["messageId"] for f in await _frames(watcher, 2)] == [behind.message_id, later]  # it was routed
-    assert [f["messageId"] for f in await _frames(resumed, 1)] == [later]
+    assert [f["messageId"] for f in await _frames(watcher, 2, stack)] == [
+        behind.message_id,
+        later,
+    ]  # it was routed
+    assert [f["messageId"] for f in await _frames(resumed, 1, stack)] == [later]
     await resumed.close()
     await watcher.close()
 
@@ -265,7 +325,7 @@ async def test_unknown_or_foreign_since_is_404(stack: Stack) -> None:
     a, b = await stack.tenant(), await stack.tenant()
     b_ws = await _connect(stack.url(), b["apiKey"])
     [b_msg] = await stack.send_sms(b["tenantId"])
-    await _frames(b_ws, 1)  # stored and published
+    await _frames(b_ws, 1, stack)  # stored and published
     await b_ws.close()
     for since in ("msg_000000000000", b_msg):
         with pytest.raises(InvalidStatus) as refused:
@@ -289,7 +349,7 @@ async def test_restart_closes_with_1012_and_the_client_resumes_elsewhere(stack: 
         await wait_ready(f"http://127.0.0.1:{port}", client=stack.registry, timeout=30)
         ws = await _connect(f"ws://127.0.0.1:{port}/v1/ws", tenant["apiKey"])
         [first] = await stack.send_sms(tenant["tenantId"])
-        assert (await _frames(ws, 1))[0]["messageId"] == first
+        assert (await _frames(ws, 1, stack))[0]["messageId"] == first
     # the copy has shut down (SIGTERM path): its clients were told to go elsewhere
     with pytest.raises(ConnectionClosed) as closed:
         await asyncio.wait_for(ws.recv(), 10)
@@ -298,8 +358,8 @@ async def test_restart_closes_with_1012_and_the_client_resumes_elsewhere(stack: 
     missed = await stack.send_sms(tenant["tenantId"], 3)  # while the client was away
     resumed = await _connect(stack.url(f"?since={first}&token={tenant['apiKey']}"))
     later = await stack.send_sms(tenant["tenantId"], 2)
-    got = [f["messageId"] for f in await _frames(resumed, 5)]
-    assert got == [f["messageId"] for f in await _frames(watcher, 5)]
+    got = [f["messageId"] for f in await _frames(resumed, 5, stack)]
+    assert got == [f["messageId"] for f in await _frames(watcher, 5, stack)]
     assert set(got) == set(missed + later)
     await resumed.close()
     await watcher.close()
@@ -354,8 +414,8 @@ async def test_a_client_that_stops_reading_is_cut_off_while_others_keep_receivin
                             tenant["tenantId"], "sub-rt", received_at=stack._next_received_at(), subject=big
                         )
                     )
-                await publish_events(stack.kafka, topics.RC_RAW, *((e.rc_message_id, e) for e in events))
-                frames = [orjson.loads(await asyncio.wait_for(reader.recv(), 30)) for _ in range(30)]
+                await stack.publish_raw(events)
+                frames = await _frames(reader, 30, stack)
                 assert {f["rcMessageId"] for f in frames} == {e.rc_message_id for e in events}
                 sent += [e.rc_message_id for e in events]
             # the slow one was dropped; the reading one is still connected
