@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -40,6 +41,7 @@ class Stack:
     registry_port: int
     realtime_ports: list[int]
     kafka: KafkaSettings
+    database_url: str
     last_received: datetime | None = None
     sent: list[tuple[str, str, int]] = field(default_factory=list)
     """(tenantId, messageId, epoch ms) of every raw notification appended, for :meth:`trace`."""
@@ -97,11 +99,28 @@ class Stack:
             return "no message sent in the last two minutes"
         published: dict[str, tuple[int, int, int]] = {}
         async with TopicTail(self.kafka, topics.SMS_INBOUND, since=min(at for _, _, at in recent)) as tail:
-            for _ in range(3):
+            quiet_since, deadline = time.monotonic(), time.monotonic() + 15
+            while (
+                time.monotonic() - quiet_since < 2 and time.monotonic() < deadline
+            ):  # read until 2 s of nothing
+                before = len(tail.records)
                 for r in await tail.poll():
                     published.setdefault(
                         orjson.loads(r.value)["messageId"], (r.partition, r.offset, r.timestamp)
                     )
+                if len(tail.records) > before:
+                    quiet_since = time.monotonic()
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            marked = {
+                r["message_id"]: r["published"]
+                for r in await conn.fetch(
+                    "SELECT message_id, published FROM messages WHERE message_id = ANY($1::text[])",
+                    [m for _, m, _ in recent],
+                )
+            }
+        finally:
+            await conn.close()
         lines = []
         for tenant_id, message_id, at in recent:
             r = await self.registry.get(
@@ -115,6 +134,7 @@ class Stack:
             )
             hit = published.get(message_id)
             where = f"on sms_inbound {hit[0]}/{hit[1]} +{hit[2] - at} ms" if hit else "NOT on sms_inbound"
+            where += f" (row published={marked.get(message_id)})"
             lines.append(f"{message_id} sent {at}: {stored}; {where}")
         lacking = [line for line in lines if "NOT" in line or "GET" in line]
         return (
@@ -136,7 +156,8 @@ def _realtime_settings(kafka: KafkaSettings, registry_port: int, **overrides: An
 async def stack(
     kafka_settings: KafkaSettings, make_database: Callable[[], Awaitable[str]]
 ) -> AsyncIterator[Stack]:
-    registry_app = create_registry(registry_settings(kafka_settings, await make_database()))
+    database_url = await make_database()
+    registry_app = create_registry(registry_settings(kafka_settings, database_url))
     async with serve(registry_app) as reg_port, contextlib.AsyncExitStack() as copies:
         ports = [
             await copies.enter_async_context(
@@ -148,7 +169,7 @@ async def stack(
             for port in ports:
                 await wait_ready(f"http://127.0.0.1:{port}", client=client, timeout=30)
             await wait_ready(client=client, timeout=30)
-            yield Stack(client, reg_port, ports, kafka_settings)
+            yield Stack(client, reg_port, ports, kafka_settings, database_url)
 
 
 async def _connect(url: str, key: str | None = None, **kw: Any) -> ClientConnection:
