@@ -25,6 +25,7 @@ from tests.support import free_port
 
 from bench.common import ROOT, closed_loop, machine_facts, open_loop, service, summary_ms
 from gravity_events import ids, topics
+from gravity_events.kafka import offsets_at
 
 ADMIN = "bench-admin-token"
 
@@ -122,7 +123,7 @@ async def run(infra: Any) -> str:
                         raise TimeoutError("the projection never caught up with the closed loop")
                     await asyncio.sleep(0.05)
 
-        # Open loop: read sms_inbound from the current end (offsets_for_times: end offsets are unreliable).
+        # Open loop: read sms_inbound from now on.
         consumer = AIOKafkaConsumer(
             bootstrap_servers=infra.kafka_bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=5
         )
@@ -132,13 +133,8 @@ async def run(infra: Any) -> str:
         ]
         consumer.assign(parts)
         now_ms = int(time.time() * 1000)
-        found = await consumer.offsets_for_times(dict.fromkeys(parts, now_ms))
-        for tp in parts:
-            off = found.get(tp)
-            if off is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, off.offset)
+        for tp, offset in (await offsets_at(consumer, parts, now_ms)).items():
+            consumer.seek(tp, offset)
         sent: dict[str, float] = {}
         seen: dict[str, float] = {}
         open_prefix = "o" + secrets.token_hex(4)

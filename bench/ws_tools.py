@@ -86,6 +86,8 @@ async def bare(port: int, bootstrap: str) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from websockets.asyncio.server import broadcast, serve
 
+    from gravity_events.kafka import offsets_at
+
     _raise_fd_limit()
     connections: set[object] = set()
 
@@ -104,13 +106,8 @@ async def bare(port: int, bootstrap: str) -> None:
         for p in consumer.partitions_for_topic("gravity.sms.inbound.v1")
     ]
     consumer.assign(parts)
-    found = await consumer.offsets_for_times(dict.fromkeys(parts, int(time.time() * 1000)))
-    for tp in parts:
-        hit = found.get(tp)
-        if hit is None:
-            await consumer.seek_to_end(tp)
-        else:
-            consumer.seek(tp, hit.offset)
+    for tp, offset in (await offsets_at(consumer, parts, int(time.time() * 1000))).items():
+        consumer.seek(tp, offset)
     async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None):
         print("ready", flush=True)
         while True:

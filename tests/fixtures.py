@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gravity_events import topics
 from gravity_events.ids import utcnow
-from gravity_events.kafka import make_producer, publish
+from gravity_events.kafka import make_producer, offsets_at, publish
 from gravity_events.models import Event, RcNotification, SubscriptionActive, SubscriptionRemoved
 from gravity_events.settings import KafkaSettings
 
@@ -116,15 +116,9 @@ class TopicTail:
         parts = self._consumer.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
-        found = await self._consumer.offsets_for_times(dict.fromkeys(tps, self._since)) if self._since else {}
-        for tp in tps:
-            hit = found.get(tp)
-            if self._since is None:
-                self._consumer.seek(tp, 0)
-            elif hit is not None:
-                self._consumer.seek(tp, hit.offset)
-            else:  # nothing that recent yet: from the end (on Tansu the end may replay a little, never skip)
-                await self._consumer.seek_to_end(tp)
+        starts = await offsets_at(self._consumer, tps, self._since) if self._since else dict.fromkeys(tps, 0)
+        for tp, offset in starts.items():
+            self._consumer.seek(tp, offset)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "decode_record",
     "ensure_topics",
     "make_producer",
+    "offsets_at",
     "publish",
     "record_headers",
 ]
@@ -63,6 +64,24 @@ class Envelope:
 def record_headers(record: ConsumerRecord) -> dict[str, bytes]:
     """A record's headers as a dict (last value wins)."""
     return {k: bytes(v) for k, v in (record.headers or ())}
+
+
+async def offsets_at(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], at_ms: int
+) -> dict[TopicPartition, int]:
+    """Where each partition is at ``at_ms``: its first record stamped at or after it, else its end.
+
+    ``offsets_for_times`` answers "no record that recent" with no offset on Apache Kafka, but with offset 0
+    and timestamp -1 on the embedded broker (Tansu 0.6), and aiokafka hands that on as a hit. Taken at its
+    word it replays the whole partition, which on a large one takes minutes (``shared/infra-notes.md``).
+    A hit counts only when it carries a real timestamp.
+    """
+    tps = list(partitions)
+    found = await consumer.offsets_for_times(dict.fromkeys(tps, at_ms))
+    hits = {tp: hit.offset for tp in tps if (hit := found.get(tp)) is not None and hit.timestamp >= 0}
+    missing = [tp for tp in tps if tp not in hits]
+    ends = await consumer.end_offsets(missing) if missing else {}
+    return {tp: hits[tp] if tp in hits else ends[tp] for tp in tps}
 
 
 async def ensure_topics(

@@ -29,7 +29,14 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from gravity_events import topics
 from gravity_events.codec import CodecError
-from gravity_events.kafka import Envelope, EventConsumer, dead_letter, decode_record, record_headers
+from gravity_events.kafka import (
+    Envelope,
+    EventConsumer,
+    dead_letter,
+    decode_record,
+    offsets_at,
+    record_headers,
+)
 from gravity_events.models import DeliveryRequested, DeliveryRetry, SmsInbound
 from gravity_fanout.handlers import RETRY_GROUP_HEADER, App, AppTable, Deliverer
 from gravity_fanout.settings import Settings
@@ -301,13 +308,8 @@ class InboundConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _start_position(self, tp: TopicPartition) -> int:
         """A brand-new group (the first deployment) must not send every stored message to today's apps: it
-        starts where the topic was when this process started, found with ``offsets_for_times`` (end offsets
-        are unreliable on the embedded broker; seeking to the end there may replay, never skip)."""
-        hit = (await self._consumer.offsets_for_times({tp: self._start_ms})).get(tp)
-        if hit is not None:
-            return int(hit.offset)
-        await self._consumer.seek_to_end(tp)
-        return int(await self._consumer.position(tp))
+        starts where the topic was when this process started (``offsets_at``)."""
+        return (await offsets_at(self._consumer, [tp], self._start_ms))[tp]
 
     async def run(self) -> None:
         """Read, dispatch, commit, until stopped."""

@@ -1,8 +1,8 @@
 """The live stream: every realtime copy reads every partition of ``sms_inbound`` from "now".
 
 No consumer group (each copy must see every message) and no reliance on end offsets (unreliable on the
-embedded broker): each partition starts at ``offsets_for_times(start - margin)``, or at its end when no
-record is that recent, and records older than that moment are skipped anyway.
+embedded broker): each partition starts at its first record stamped at or after "start - margin", or at
+its end when none is that recent (``offsets_at``), and records older than that moment are skipped anyway.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gravity_events import topics
 from gravity_events.codec import RECEIVED_AT_HEADER, CodecError, decode
-from gravity_events.kafka import record_headers
+from gravity_events.kafka import offsets_at, record_headers
 from gravity_events.models import SmsInbound
 from gravity_realtime.handlers import LiveRouter
 from gravity_realtime.settings import Settings
@@ -54,13 +54,8 @@ class LiveStream:
         tps = [TopicPartition(topics.SMS_INBOUND, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         self._start_ms = int(time.time() * 1000) - self._margin_ms
-        found = await self._consumer.offsets_for_times(dict.fromkeys(tps, self._start_ms))
-        for tp in tps:
-            hit = found.get(tp)
-            if hit is not None:
-                self._consumer.seek(tp, hit.offset)
-            else:
-                await self._consumer.seek_to_end(tp)
+        for tp, offset in (await offsets_at(self._consumer, tps, self._start_ms)).items():
+            self._consumer.seek(tp, offset)
         self.assigned.set()
 
     def stop(self) -> None:
