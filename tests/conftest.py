@@ -7,6 +7,7 @@ Tansu broker (memory engine, for speed) and embedded PostgreSQL in a temporary f
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gravity_events.settings import KafkaSettings
 
@@ -30,8 +32,38 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     started = start_infra(data_dir=tmp_path_factory.mktemp("infra"), durable=False)
     try:
         yield started
+        _PARTITION_REPORT.extend(asyncio.run(_largest_partitions(started.kafka_bootstrap_servers)))
     finally:
         started.stop()
+
+
+_PARTITION_REPORT: list[str] = []
+
+
+async def _largest_partitions(bootstrap: str, top: int = 8) -> list[str]:
+    """The session broker's fullest partitions: the embedded broker's fetch cost grows with a partition's
+    record batches (each fetch lists them), so this is what to look at when late tests slow down."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in await consumer.topics()
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    fullest = sorted(ends.items(), key=lambda item: -item[1])[:top]
+    return [f"{tp.topic}[{tp.partition}]: {end} records" for tp, end in fullest]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After the run: the fullest partitions of the session broker (see ``_largest_partitions``)."""
+    if _PARTITION_REPORT:
+        terminalreporter.section("fullest partitions on the session broker")
+        for line in _PARTITION_REPORT:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
