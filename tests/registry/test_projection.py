@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import random
 import secrets
@@ -18,6 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import pytest
 from asgi_lifespan import LifespanManager
 from tests.fixtures import TopicTail, notification, publish_events
 from tests.registry.conftest import ADMIN_TOKEN, Registry, registry_settings
@@ -463,6 +465,47 @@ async def test_a_message_stamped_earlier_but_projected_later_is_later_in_the_gat
     r = await registry.client.get("/v1/sms/messages", params={"after": first_id}, headers=tenant["auth"])
     assert [m["messageId"] for m in r.json()["messages"]] == [late_id]
     assert stream[1][0] >= stream[0][0]  # never earlier than what was already published
+
+
+async def test_a_batch_kept_waiting_for_a_tenant_order_lock_stores_nothing_and_is_tried_again(
+    kafka_settings: KafkaSettings, make_database: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another registry copy holds the tenant's order lock (as while it waits for the broker's acks). The
+    batch gives up after the lock timeout, stores nothing, says why, and is tried again — it neither waits
+    forever holding a pool connection nor stores the message out of order. Once the lock is free, the
+    message is stored once and published."""
+    caplog.set_level(logging.WARNING, logger="gravity_registry.handlers")
+    database_url = await make_database()
+    settings = registry_settings(
+        kafka_settings, database_url, GRAVITY_REGISTRY_ORDER_LOCK_TIMEOUT_SECONDS=0.2
+    )
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=60) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+            await wait_ready(client=client, timeout=30)
+            registry = Registry(client, settings, app)
+            tenant = await registry.tenant()
+            since = now_ms()
+            holder = await asyncpg.connect(database_url)
+            try:
+                await db.lock_tenants(holder, tenant_ids=[tenant["tenantId"]], timeout_seconds=5)
+                event = raw(tenant["tenantId"])
+                await feed(kafka_settings, event)
+
+                def refused_twice() -> bool:
+                    return sum("order lock" in r.getMessage() for r in caplog.records) >= 2
+
+                await eventually(refused_twice, timeout=30)
+                r = await client.get("/v1/sms/messages", headers=tenant["auth"])
+                assert r.json()["messages"] == []
+            finally:
+                await db.unlock_tenants(holder, tenant_ids=[tenant["tenantId"]])
+                await holder.close()
+            [message] = await stored(registry, tenant, 1)
+            assert message["messageId"] == ids.message_id_for(tenant["tenantId"], event.rc_message_id)
+            counts = await sms_inbound_for(kafka_settings, {message["messageId"]}, since)
+            assert counts == {message["messageId"]: 1}
 
 
 async def test_two_registry_copies_publish_each_tenant_in_its_gateway_order(

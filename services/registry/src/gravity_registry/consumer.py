@@ -17,7 +17,9 @@ def make_projection(settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaPr
     """getmany → project_batch (rows + sms_inbound durable) → commit."""
 
     async def handle(batch: list[Envelope]) -> None:
-        await project_batch(batch, pool=pool, producer=producer)
+        await project_batch(
+            batch, pool=pool, producer=producer, lock_timeout=settings.order_lock_timeout_seconds
+        )
 
     return EventConsumer(
         settings,

@@ -277,11 +277,24 @@ def _tenant_lock_keys(tenant_ids: Sequence[str]) -> list[int]:
     return sorted({_int32(t) for t in tenant_ids})
 
 
-async def lock_tenants(conn: asyncpg.Connection, *, tenant_ids: Sequence[str]) -> None:
+async def lock_tenants(
+    conn: asyncpg.Connection, *, tenant_ids: Sequence[str], timeout_seconds: float
+) -> None:
     """Take the tenants' order locks for this session (held across transactions, released by
-    :func:`unlock_tenants`, by the pool's reset of a released connection, or by the session's end)."""
-    for key in _tenant_lock_keys(tenant_ids):
-        await conn.execute("SELECT pg_advisory_lock($1, $2)", _TENANT_ORDER_LOCK, key)
+    :func:`unlock_tenants`, by the pool's reset of a released connection, or by the session's end).
+
+    Waits at most ``timeout_seconds`` for each; then raises ``asyncpg.LockNotAvailableError`` having
+    released what it took.
+    """
+    await conn.execute("SELECT set_config('lock_timeout', $1, false)", f"{int(timeout_seconds * 1000)}ms")
+    try:
+        for key in _tenant_lock_keys(tenant_ids):
+            await conn.execute("SELECT pg_advisory_lock($1, $2)", _TENANT_ORDER_LOCK, key)
+    except asyncpg.LockNotAvailableError:
+        await unlock_tenants(conn, tenant_ids=tenant_ids)
+        raise
+    finally:
+        await conn.execute("RESET lock_timeout")
 
 
 async def unlock_tenants(conn: asyncpg.Connection, *, tenant_ids: Sequence[str]) -> None:

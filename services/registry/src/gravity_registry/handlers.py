@@ -327,7 +327,9 @@ async def _dead_letter(producer: AIOKafkaProducer, envelope: Envelope, reason: s
     await producer.send_and_wait(topics.DEAD_LETTER, encode(envelope.event), key=key, headers=headers)
 
 
-async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+async def project_batch(
+    batch: Sequence[Envelope], *, pool: asyncpg.Pool, producer: AIOKafkaProducer, lock_timeout: float
+) -> None:
     """Store each raw notification once and publish ``sms_inbound`` for what is not yet published.
 
     Holding the batch's tenants' order locks (other registry copies project other raw partitions of the
@@ -337,7 +339,8 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
     that order and wait for every acknowledgement; 3. mark them published. So each tenant's stream is in
     the gateway's (receivedAt, messageId) order, the order a resume with ``since`` reads in, and a row is
     committed before its event exists. The consumer commits offsets only after this returns. A crash
-    anywhere repeats at most step 2 for some messages: never a second row.
+    anywhere repeats at most step 2 for some messages: never a second row. A lock not granted within
+    ``lock_timeout`` seconds fails the batch before anything is stored; the consumer tries it again.
     """
     rows: dict[tuple[str, str], db.MessageRow] = {}
     origins: dict[tuple[str, str], Envelope] = {}
@@ -375,7 +378,15 @@ async def project_batch(batch: Sequence[Envelope], *, pool: asyncpg.Pool, produc
         return
     tenant_ids = sorted({tenant for tenant, _ in rows})
     async with pool.acquire() as conn:
-        await db.lock_tenants(conn, tenant_ids=tenant_ids)
+        try:
+            await db.lock_tenants(conn, tenant_ids=tenant_ids, timeout_seconds=lock_timeout)
+        except asyncpg.LockNotAvailableError:
+            log.warning(
+                "a tenant order lock of this batch was not granted within %.1f s (another registry copy holds"
+                " it while it publishes); nothing stored, the batch is tried again",
+                lock_timeout,
+            )
+            raise
         try:
             try:
                 pending = await _store(conn, rows, tenant_ids)

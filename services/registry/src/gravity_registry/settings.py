@@ -34,6 +34,9 @@ class Settings(KafkaSettings):
         "gravity-registry-projector", validation_alias="GRAVITY_REGISTRY_CONSUMER_GROUP"
     )
     outbox_sweep_seconds: float = Field(1.0, validation_alias="GRAVITY_REGISTRY_OUTBOX_SWEEP_SECONDS")
+    order_lock_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias="GRAVITY_REGISTRY_ORDER_LOCK_TIMEOUT_SECONDS"
+    )
     # RingCentral connections and their keeper
     rc_timeout_seconds: float = Field(10.0, validation_alias="GRAVITY_RC_TIMEOUT_SECONDS")
     rc_subscription_expires_in: int = Field(
