@@ -54,7 +54,7 @@ async def _largest_partitions(bootstrap: str, top: int = 8) -> list[str]:
         ends = await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
-    fullest = sorted(ends.items(), key=lambda item: -item[1])[:top]
+    fullest = sorted(((tp, end) for tp, end in ends.items() if end), key=lambda item: -item[1])[:top]
     return [f"{tp.topic}[{tp.partition}]: {end} records" for tp, end in fullest]
 
 
