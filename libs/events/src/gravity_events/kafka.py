@@ -75,13 +75,16 @@ async def offsets_at(
     and timestamp -1 on the embedded broker (Tansu 0.6), and aiokafka hands that on as a hit. Taken at its
     word it replays the whole partition, which on a large one takes minutes (``shared/infra-notes.md``).
     A hit counts only when it carries a real timestamp.
+
+    The ends are asked for first: a partition with no hit had nothing stamped at or after ``at_ms`` when
+    the second answer was given, so whatever was appended between the two answers is older and may be
+    skipped. Asked the other way round, a record appended in between would be lost.
     """
     tps = list(partitions)
+    ends = await consumer.end_offsets(tps)
     found = await consumer.offsets_for_times(dict.fromkeys(tps, at_ms))
     hits = {tp: hit.offset for tp in tps if (hit := found.get(tp)) is not None and hit.timestamp >= 0}
-    missing = [tp for tp in tps if tp not in hits]
-    ends = await consumer.end_offsets(missing) if missing else {}
-    return {tp: hits[tp] if tp in hits else ends[tp] for tp in tps}
+    return {tp: hits.get(tp, ends[tp]) for tp in tps}
 
 
 async def ensure_topics(
