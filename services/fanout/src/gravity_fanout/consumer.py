@@ -433,8 +433,8 @@ class RetryConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._windows.assigned(assigned)
 
     async def _earliest(self, tp: TopicPartition) -> int:
-        await self._consumer.seek_to_beginning(tp)
-        return int(await self._consumer.position(tp))
+        """Asked of the broker, not by seeking: the partition is not owned yet (see ``_Windows.assigned``)."""
+        return int((await self._consumer.beginning_offsets([tp]))[tp])
 
     async def run(self) -> None:
         """Deliver due retries until stopped."""
