@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from gravity_events import topics
 from gravity_events.codec import encode, encode_headers
@@ -211,22 +210,6 @@ class ClientPool:
         await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
 
 
-RECORD_PAUSE_FIRST = 0.5
-RECORD_PAUSE_MAX = 10.0
-"""Seconds between sends of records the broker did not take (doubling from the first to the max)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
-    """One record an attempt writes: topic, key, event, and where it must go."""
-
-    topic: str
-    key: str
-    event: Event
-    partition: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
 @dataclass
 class Deliverer:
     """One attempt and its consequences. Shared by first attempts, retries and manual requests."""
@@ -252,7 +235,7 @@ class Deliverer:
             url, encode(event), message_id=event.message_id, secrets=app.live_secrets(started)
         )
         next_at: datetime | None = None
-        outgoing: list[_Outgoing] = []
+        sends = []
         if not result.ok:
             delay = self.policy.delay(attempt, result)
             if delay is not None:
@@ -265,7 +248,8 @@ class Deliverer:
                     first_attempted_at=first,
                     event=event,
                 )
-                outgoing.append(self._retry_record(retry, retry_partition(delay, self.retry_partitions)))
+                partition = retry_partition(delay, self.retry_partitions)
+                sends.append(await self._send_retry(retry, partition))
         record = DeliveryAttempt(
             app_id=app.app_id,
             tenant_id=app.tenant_id,
@@ -278,11 +262,11 @@ class Deliverer:
             attempted_at=started,
             next_attempt_at=next_at,
         )
-        outgoing.append(_Outgoing(topics.DELIVERIES, app.app_id, record))
+        sends.append(await self._send(topics.DELIVERIES, app.app_id, record))
         disabled = self._track_health(app, result.ok, first)
         if disabled is not None:
-            outgoing.append(_Outgoing(topics.DELIVERIES, app.app_id, disabled))
-        await self._record(outgoing)  # durable before the attempt counts as finished
+            sends.append(await self._send(topics.DELIVERIES, app.app_id, disabled))
+        await asyncio.gather(*sends)  # durable before the attempt counts as finished
         return result
 
     async def defer(self, app: App, event: SmsInbound) -> None:
@@ -296,47 +280,32 @@ class Deliverer:
             first_attempted_at=now,
             event=event,
         )
-        await self._record([self._retry_record(retry, 0)])
+        await (await self._send_retry(retry, 0))
 
-    def _retry_record(self, retry: DeliveryRetry, partition: int) -> _Outgoing:
-        return _Outgoing(
-            topics.FANOUT_RETRY, retry.app_id, retry, partition, ((RETRY_GROUP_HEADER, self.group.encode()),)
+    async def _send_retry(self, retry: DeliveryRetry, partition: int) -> asyncio.Future[object]:
+        return await self._send(
+            topics.FANOUT_RETRY,
+            retry.app_id,
+            retry,
+            partition=partition,
+            extra_headers=((RETRY_GROUP_HEADER, self.group.encode()),),
         )
 
-    async def _record(self, outgoing: Sequence[_Outgoing]) -> None:
-        """Write ``outgoing`` in order and wait until the broker has every record; send again what it did not
-        take, after a pause that grows to ``RECORD_PAUSE_MAX`` seconds, for as long as it takes (a stop
-        cancels). The POST is never made again for a record the broker was slow to take: under overload
-        and through a broker restart, that was a duplicate delivery per timed-out record."""
-        pause = RECORD_PAUSE_FIRST
-        pending = list(outgoing)
-        while True:
-            try:
-                futures = [await self._send(o) for o in pending]
-                outcomes: list[object] = await asyncio.gather(*futures, return_exceptions=True)
-            except KafkaError as exc:  # not even queued; those queued before it are sent again too
-                outcomes = [exc] * len(pending)
-            failed = [(o, r) for o, r in zip(pending, outcomes, strict=True) if isinstance(r, BaseException)]
-            if not failed:
-                return
-            log.warning(
-                "the broker did not take %d record(s) for app %s (%s); sending them again in %.1f s",
-                len(failed),
-                failed[0][0].key,
-                failed[0][1],
-                pause,
-            )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, RECORD_PAUSE_MAX)
-            pending = [o for o, _ in failed]
-
-    async def _send(self, o: _Outgoing) -> asyncio.Future[object]:
+    async def _send(
+        self,
+        topic: str,
+        key: str,
+        event: Event,
+        *,
+        partition: int | None = None,
+        extra_headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> asyncio.Future[object]:
         future: asyncio.Future[object] = await self.producer.send(
-            o.topic,
-            encode(o.event),
-            key=o.key.encode(),
-            headers=[*encode_headers(o.event), *o.headers],
-            partition=o.partition,
+            topic,
+            encode(event),
+            key=key.encode(),
+            headers=[*encode_headers(event), *extra_headers],
+            partition=partition,
         )
         return future
 
