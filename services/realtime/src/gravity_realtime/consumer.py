@@ -1,8 +1,9 @@
 """The live stream: every realtime copy reads every partition of ``sms_inbound`` from "now".
 
-No consumer group (each copy must see every message) and no reliance on end offsets (unreliable on the
-embedded broker): each partition starts at its first record stamped at or after "start - margin", or at
-its end when none is that recent (``offsets_at``), and records older than that moment are skipped anyway.
+No consumer group (each copy must see every message): each partition starts at its first record stamped at
+or after "start - margin", or at its end when none is that recent (``offsets_at``). Records older than that
+moment are skipped anyway, so an end offset that answers low (seen on the embedded broker) replays, never
+loses.
 """
 
 from __future__ import annotations
