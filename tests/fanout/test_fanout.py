@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import secrets
@@ -18,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +31,7 @@ from tests.support import eventually, free_port, wait_ready
 
 from gravity_events import ids, topics
 from gravity_events.codec import decode, encode, encode_headers
-from gravity_events.kafka import make_producer
+from gravity_events.kafka import ensure_topics, make_producer
 from gravity_events.models import (
     AppEndpointDisabled,
     AppUpserted,
@@ -605,6 +607,49 @@ async def test_a_flood_to_a_slow_endpoint_is_deferred_not_buffered(
             queued = await eventually(deferred, timeout=30)
     # the slow lane held at most 20 jobs; most of the rest went to the durable retry queue, due at once
     assert {q.event.message_id for q in queued} <= {e.message_id for e in events}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_an_attempt_the_broker_did_not_take_is_recorded_again_not_posted_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The endpoint got the POST; while it answered, the broker went away, so the attempt record timed out.
+    Fanout sends the record again until a broker takes it, and the endpoint gets one POST — before, every
+    timed-out record re-ran the attempt: a duplicate delivery (hundreds under overload, and through each
+    broker restart). Its own broker, on the memory engine, restarted empty."""
+    from gravity_devstack.kafka import TansuBroker
+
+    caplog.set_level(logging.WARNING, logger="gravity_fanout")
+    port = free_port()
+    broker = TansuBroker(log=tmp_path / "tansu.log", port=port)
+    try:
+        own = KafkaSettings(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, KAFKA_ENABLE_IDEMPOTENCE=False)
+        await ensure_topics(own)
+        world = World(own, ids.new_tenant_id())
+        async with running_receiver() as receiver, running_fanout(fanout_settings(own)):
+            receiver.behave("/hook", delay=1.0)
+            app_id, _ = await world.app(receiver.url("/hook"))
+            [event] = await world.send()
+            await eventually(lambda: receiver.received("/hook"), timeout=15)
+            # the endpoint is still answering (in this loop: stop the broker off it), and then its
+            # attempt record has nowhere to go
+            await asyncio.to_thread(broker.stop)
+
+            def not_taken() -> bool:  # fanout says the app's attempt record failed
+                return any(
+                    app_id in m or "did not take" in m for m in (r.getMessage() for r in caplog.records)
+                )
+
+            await eventually(not_taken, timeout=60)
+            broker = await asyncio.to_thread(TansuBroker, log=tmp_path / "tansu2.log", port=port)
+            await ensure_topics(own)  # the memory engine starts empty
+            [attempt] = await deliveries(world, app_id, 1, timeout=60)
+            assert isinstance(attempt, DeliveryAttempt)
+            assert attempt.message_id == event.message_id and attempt.succeeded, attempt.error
+            assert len(receiver.received("/hook")) == 1
+    finally:
+        broker.stop()
 
 
 __all__ = ["asyncio"]

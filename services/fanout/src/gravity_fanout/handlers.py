@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from gravity_events import topics
 from gravity_events.codec import encode, encode_headers
@@ -210,6 +212,23 @@ class ClientPool:
         await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
 
 
+RECORD_PAUSE_FIRST = 0.5
+RECORD_PAUSE_MAX = 10.0
+"""Seconds between sends of records the broker did not take (doubling from the first to the max)."""
+UNTAKEN_LOG_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One record an attempt writes: topic, key, event, and where it must go."""
+
+    topic: str
+    key: str
+    event: Event
+    partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
 @dataclass
 class Deliverer:
     """One attempt and its consequences. Shared by first attempts, retries and manual requests."""
@@ -223,6 +242,14 @@ class Deliverer:
     group: str = "gravity-fanout"
     """The deployment's consumer group, stamped on its retry records (:data:`RETRY_GROUP_HEADER`)."""
     now: Clock = utcnow
+    max_recording: int = 1000
+    """Calls of :meth:`_record` writing at once (each an attempt's one to three records, or a deferral)."""
+    _recording: asyncio.Semaphore = field(init=False, repr=False)
+    _untaken: int = field(default=0, init=False, repr=False)
+    _untaken_logged_at: float = field(default=float("-inf"), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._recording = asyncio.Semaphore(self.max_recording)
 
     async def attempt(
         self, app: App, event: SmsInbound, *, attempt: int, first_attempted_at: datetime | None = None
@@ -235,7 +262,7 @@ class Deliverer:
             url, encode(event), message_id=event.message_id, secrets=app.live_secrets(started)
         )
         next_at: datetime | None = None
-        sends = []
+        outgoing: list[_Outgoing] = []
         if not result.ok:
             delay = self.policy.delay(attempt, result)
             if delay is not None:
@@ -248,8 +275,7 @@ class Deliverer:
                     first_attempted_at=first,
                     event=event,
                 )
-                partition = retry_partition(delay, self.retry_partitions)
-                sends.append(await self._send_retry(retry, partition))
+                outgoing.append(self._retry_record(retry, retry_partition(delay, self.retry_partitions)))
         record = DeliveryAttempt(
             app_id=app.app_id,
             tenant_id=app.tenant_id,
@@ -262,11 +288,11 @@ class Deliverer:
             attempted_at=started,
             next_attempt_at=next_at,
         )
-        sends.append(await self._send(topics.DELIVERIES, app.app_id, record))
+        outgoing.append(_Outgoing(topics.DELIVERIES, app.app_id, record))
         disabled = self._track_health(app, result.ok, first)
         if disabled is not None:
-            sends.append(await self._send(topics.DELIVERIES, app.app_id, disabled))
-        await asyncio.gather(*sends)  # durable before the attempt counts as finished
+            outgoing.append(_Outgoing(topics.DELIVERIES, app.app_id, disabled))
+        await self._record(outgoing)  # durable before the attempt counts as finished
         return result
 
     async def defer(self, app: App, event: SmsInbound) -> None:
@@ -280,32 +306,66 @@ class Deliverer:
             first_attempted_at=now,
             event=event,
         )
-        await (await self._send_retry(retry, 0))
+        await self._record([self._retry_record(retry, 0)])
 
-    async def _send_retry(self, retry: DeliveryRetry, partition: int) -> asyncio.Future[object]:
-        return await self._send(
-            topics.FANOUT_RETRY,
-            retry.app_id,
-            retry,
-            partition=partition,
-            extra_headers=((RETRY_GROUP_HEADER, self.group.encode()),),
+    def _retry_record(self, retry: DeliveryRetry, partition: int) -> _Outgoing:
+        return _Outgoing(
+            topics.FANOUT_RETRY, retry.app_id, retry, partition, ((RETRY_GROUP_HEADER, self.group.encode()),)
         )
 
-    async def _send(
-        self,
-        topic: str,
-        key: str,
-        event: Event,
-        *,
-        partition: int | None = None,
-        extra_headers: tuple[tuple[str, bytes], ...] = (),
-    ) -> asyncio.Future[object]:
+    async def _record(self, outgoing: Sequence[_Outgoing]) -> None:
+        """Write ``outgoing`` in order and wait until the broker has every record; send again only what it
+        did not take, after a pause that grows to ``RECORD_PAUSE_MAX`` seconds, for as long as it takes (a
+        stop cancels). The POST is never made again for a record the broker was slow to take: through a
+        broker restart, that was a duplicate delivery per timed-out record.
+
+        At most ``max_recording`` calls write at once: more would only lengthen the producer's queue until
+        its records expire, and expired records sent again lengthen it further.
+        """
+        pause = RECORD_PAUSE_FIRST
+        pending = list(outgoing)
+        async with self._recording:
+            while True:
+                futures: list[asyncio.Future[object]] = []
+                failed: list[tuple[_Outgoing, BaseException]] = []
+                for i, o in enumerate(pending):
+                    try:
+                        futures.append(await self._send(o))
+                    except KafkaError as exc:  # not queued: it and what follows go again, the queued do not
+                        failed = [(rest, exc) for rest in pending[i:]]
+                        break
+                outcomes = await asyncio.gather(*futures, return_exceptions=True)
+                failed = [
+                    (o, r) for o, r in zip(pending, outcomes, strict=False) if isinstance(r, BaseException)
+                ] + failed
+                if not failed:
+                    return
+                self._note_untaken(len(failed), failed[0][1])
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RECORD_PAUSE_MAX)
+                pending = [o for o, _ in failed]
+
+    def _note_untaken(self, count: int, error: BaseException) -> None:
+        """One warning per ``UNTAKEN_LOG_SECONDS`` at most, with the count since the last (an overloaded
+        producer refuses thousands of records a second)."""
+        self._untaken += count
+        now = time.monotonic()
+        if now - self._untaken_logged_at >= UNTAKEN_LOG_SECONDS:
+            log.warning(
+                "the broker did not take %d attempt record(s) since the last report (last: %r); sending them"
+                " again, not the webhooks",
+                self._untaken,
+                error,
+            )
+            self._untaken, self._untaken_logged_at = 0, now
+
+    async def _send(self, o: _Outgoing) -> asyncio.Future[object]:
         future: asyncio.Future[object] = await self.producer.send(
-            topic,
-            encode(event),
-            key=key.encode(),
-            headers=[*encode_headers(event), *extra_headers],
-            partition=partition,
+            o.topic,
+            encode(o.event),
+            key=o.key.encode(),
+            headers=[*encode_headers(o.event), *o.headers],
+            partition=o.partition,
         )
         return future
 
