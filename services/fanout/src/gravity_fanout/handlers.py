@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, ProducerClosed, RecordTooLargeError
 
 from gravity_events import topics
 from gravity_events.codec import encode, encode_headers
@@ -216,6 +216,8 @@ RECORD_PAUSE_FIRST = 0.5
 RECORD_PAUSE_MAX = 10.0
 """Seconds between sends of records the broker did not take (doubling from the first to the max)."""
 UNTAKEN_LOG_SECONDS = 5.0
+_NEVER_TAKEN = (MessageSizeTooLargeError, RecordTooLargeError, ProducerClosed)
+"""Refusals that are final: the record is too large, or the producer is closing (a stop)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +342,9 @@ class Deliverer:
                 ] + failed
                 if not failed:
                     return
+                for _, error in failed:
+                    if isinstance(error, _NEVER_TAKEN):  # sending it again cannot help
+                        raise error
                 self._note_untaken(len(failed), failed[0][1])
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RECORD_PAUSE_MAX)
