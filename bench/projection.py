@@ -12,6 +12,7 @@ import secrets
 import time
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from asgi_lifespan import LifespanManager
@@ -25,6 +26,8 @@ from gravity_events.settings import KafkaSettings
 from gravity_registry.app import create_app
 from gravity_registry.settings import Settings
 
+_ADMIN = "bench-admin-token"
+
 
 async def run(infra: Any) -> str:
     """200 records, one every 20 ms; return the Markdown section."""
@@ -36,6 +39,7 @@ async def run(infra: Any) -> str:
         KAFKA_ENABLE_IDEMPOTENCE=False,
         DATABASE_URL=infra.database_url,
         GRAVITY_REGISTRY_CONSUMER_GROUP="bench-projection-" + secrets.token_hex(4),
+        GRAVITY_ADMIN_TOKEN=_ADMIN,
     )
     app = create_app(settings)
     latencies: list[float] = []
@@ -52,7 +56,12 @@ async def run(infra: Any) -> str:
             await consumer.seek_to_end(tp)
         producer = make_producer(kafka, client_id="bench-projection")
         await producer.start()
-        tenant = ids.new_tenant_id()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://registry") as api:
+            created = await api.post(
+                "/v1/tenants", json={"name": "bench"}, headers={"Authorization": f"Bearer {_ADMIN}"}
+            )
+            tenant = created.json()["tenantId"]  # the projection skips tenants it does not know
         try:
             for _ in range(200):
                 body = notification("bench")

@@ -467,6 +467,30 @@ async def test_a_message_stamped_earlier_but_projected_later_is_later_in_the_gat
     assert stream[1][0] >= stream[0][0]  # never earlier than what was already published
 
 
+async def test_a_notification_of_a_tenant_this_registry_does_not_know_is_skipped(
+    registry: Registry, kafka_settings: KafkaSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tenant deleted since ingest accepted its message, or another deployment's on a shared raw topic:
+    nothing to store it for. Before, every registry stored and published whatever the raw topic held, so
+    each registry of a test session re-published the whole session (87,000 records on one partition)."""
+    caplog.set_level(logging.INFO, logger="gravity_registry.handlers")
+    stranger = ids.new_tenant_id()
+    await feed(kafka_settings, raw(stranger))
+
+    def skipped() -> bool:
+        return any(stranger in r.getMessage() for r in caplog.records)
+
+    await eventually(skipped, timeout=30)
+    conn = await asyncpg.connect(registry.settings.database_url.get_secret_value())
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM messages WHERE tenant_id = $1", stranger) == 0
+    finally:
+        await conn.close()
+    tenant = await registry.tenant()  # a known tenant's message still goes through
+    await feed(kafka_settings, raw(tenant["tenantId"]))
+    await stored(registry, tenant, 1)
+
+
 async def test_a_batch_kept_waiting_for_a_tenant_order_lock_stores_nothing_and_is_tried_again(
     kafka_settings: KafkaSettings, make_database: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -277,6 +277,14 @@ def _tenant_lock_keys(tenant_ids: Sequence[str]) -> list[int]:
     return sorted({_int32(t) for t in tenant_ids})
 
 
+async def known_tenants(conn: asyncpg.Connection, *, tenant_ids: Sequence[str]) -> set[str]:
+    """Which of ``tenant_ids`` exist."""
+    rows = await conn.fetch(
+        "SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1::text[])", list(tenant_ids)
+    )
+    return {r["tenant_id"] for r in rows}
+
+
 async def lock_tenants(
     conn: asyncpg.Connection, *, tenant_ids: Sequence[str], timeout_seconds: float
 ) -> None:

@@ -331,6 +331,7 @@ async def project_batch(
     batch: Sequence[Envelope], *, pool: asyncpg.Pool, producer: AIOKafkaProducer, lock_timeout: float
 ) -> None:
     """Store each raw notification once and publish ``sms_inbound`` for what is not yet published.
+    Notifications of tenants this registry does not know are skipped.
 
     Holding the batch's tenants' order locks (other registry copies project other raw partitions of the
     same tenants): 1. in one transaction, insert the batch (ON CONFLICT DO NOTHING on (tenant,
@@ -378,6 +379,21 @@ async def project_batch(
         return
     tenant_ids = sorted({tenant for tenant, _ in rows})
     async with pool.acquire() as conn:
+        known = await db.known_tenants(conn, tenant_ids=tenant_ids)
+        if len(known) < len(tenant_ids):
+            # a tenant deleted since ingest accepted it, or another deployment's sharing the raw topic:
+            # there is no one to store it for, and publishing it would send it on to no one's apps
+            foreign = [key for key in rows if key[0] not in known]
+            log.info(
+                "skipped %d notification(s) of tenants this registry does not know: %s",
+                len(foreign),
+                ", ".join(sorted({tenant for tenant, _ in foreign})[:5]),
+            )
+            for key in foreign:
+                del rows[key], origins[key]
+            if not rows:
+                return
+            tenant_ids = sorted(known)
         try:
             await db.lock_tenants(conn, tenant_ids=tenant_ids, timeout_seconds=lock_timeout)
         except asyncpg.LockNotAvailableError:
