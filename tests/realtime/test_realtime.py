@@ -191,9 +191,10 @@ async def _connect(url: str, key: str | None = None, **kw: Any) -> ClientConnect
 
 
 FRAME_DEADLINE = 30.0
-"""Per frame. The path (raw topic → projection → sms_inbound → realtime) takes ~20 ms here, but in full CI
-runs on two cores it has stalled past 10 s a few times (once past 30 s), mid-module, cause not yet found;
-a frame that does not come fails with :meth:`Stack.trace`, which says where the recent messages are."""
+"""Per frame. The path (raw topic → projection → sms_inbound → realtime) takes ~20 ms here. In full CI runs
+it stalled past 30 s when realtime started "from now" by replaying a huge sms_inbound partition (see
+``gravity_events.kafka.offsets_at`` and the README's Tansu notes); a frame that does not come fails with
+:meth:`Stack.trace`, which says where the recent messages are."""
 
 
 async def _frames(ws: ClientConnection, n: int, stack: Stack) -> list[dict[str, Any]]:
