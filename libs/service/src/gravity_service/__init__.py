@@ -1,0 +1,1 @@
+"""What every Gravity SMS service would otherwise repeat."""
