@@ -1,14 +1,27 @@
-"""Session infrastructure: a real Kafka-protocol broker and a real PostgreSQL, started once.
+"""Session infrastructure and the suite's safety nets.
 
-Where they come from (gravity_devstack.infra.start_infra): addresses in the environment
-(KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL) → testcontainers where a Docker engine answers → the embedded
-Tansu broker (memory engine, for speed) and embedded PostgreSQL in a temporary folder.
+Where the broker and the database come from (gravity_devstack.infra.start_infra): addresses in the
+environment (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL) → testcontainers where a Docker engine answers → the
+embedded Tansu broker (memory engine) and embedded PostgreSQL in a temporary folder.
+
+On the embedded broker every test module gets a broker of its own (``kafka_settings`` is module-scoped):
+Tansu lists every record batch of a partition on each fetch and gives up at the fetch deadline, so one
+broker shared by the whole session grows partitions towards the size where fetches answer nothing. A real
+Kafka (environment or testcontainers) is shared, since it has no such cliff. The database is shared by the
+session; tests that need isolation take a fresh one from ``make_database``.
+
+Safety nets:
+- ``pytest-timeout`` fails a test that overruns, and ``tests.watchdog`` ends the run when a test or the
+  session runs far past its limit (see that module for why both).
+- The partition report: the fullest partitions each module's broker reached, printed after the run; a
+  partition past ``GRAVITY_TEST_PARTITION_LIMIT`` records fails the session.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,32 +31,41 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from gravity_events.kafka import ensure_topics
 from gravity_events.settings import KafkaSettings
 
 if TYPE_CHECKING:
     from gravity_devstack.infra import Infra
 
+pytest_plugins = ["tests.watchdog"]
+
+PARTITION_LIMIT = int(os.environ.get("GRAVITY_TEST_PARTITION_LIMIT", "12000"))
+"""Records one partition of a test broker may reach; Tansu's memory engine stops answering fetches of a
+partition of single-record batches somewhere past 15,000 at a 10 ms fetch wait."""
+
+
+# --- infrastructure ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
-    """The broker and database every test of the session shares."""
+    """The database every test of the session shares, and the broker when it is a real Kafka."""
     from gravity_devstack.infra import start_infra  # the dev tools are imported only when needed
 
     started = start_infra(data_dir=tmp_path_factory.mktemp("infra"), durable=False)
     try:
         yield started
-        _PARTITION_REPORT.extend(asyncio.run(_largest_partitions(started.kafka_bootstrap_servers)))
     finally:
         started.stop()
 
 
-_PARTITION_REPORT: list[str] = []
+_PARTITION_REPORT: list[tuple[int, str]] = []
 
 
-async def _largest_partitions(bootstrap: str, top: int = 8) -> list[str]:
-    """The session broker's fullest partitions: the embedded broker's fetch cost grows with a partition's
-    record batches (each fetch lists them), so this is what to look at when late tests slow down."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def _fullest_partitions(bootstrap: str, top: int = 3) -> list[tuple[TopicPartition, int]]:
+    """A broker's fullest non-empty partitions, by the fetch response's high watermark (Tansu's
+    ListOffsets answer is unreliable; a fetch's high watermark is not)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
     try:
         tps = [
@@ -52,29 +74,73 @@ async def _largest_partitions(bootstrap: str, top: int = 8) -> list[str]:
             for p in consumer.partitions_for_topic(topic) or ()
         ]
         ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, max(ends[tp] - 1, 0))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
+            await consumer.getmany(timeout_ms=100)
+        sizes = {tp: max(ends[tp], consumer.highwater(tp) or 0) for tp in tps}
     finally:
         await consumer.stop()
-    fullest = sorted(((tp, end) for tp, end in ends.items() if end), key=lambda item: -item[1])[:top]
-    return [f"{tp.topic}[{tp.partition}]: {end} records" for tp, end in fullest]
+    return sorted(((tp, n) for tp, n in sizes.items() if n), key=lambda item: -item[1])[:top]
+
+
+@pytest.fixture(scope="module")
+async def kafka_settings(
+    infra: Infra, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[KafkaSettings]:
+    """Broker settings with every Gravity topic created: this module's own embedded broker, or the
+    session's real Kafka."""
+    extra = {"KAFKA_SESSION_TIMEOUT_MS": 3_000}  # Tansu answers group joins in 1.5 s; Kafka's minimum is 6 s
+    if not infra.kafka_source.startswith("embedded Tansu"):
+        yield KafkaSettings(
+            KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
+            KAFKA_ENABLE_IDEMPOTENCE=infra.kafka_enable_idempotence,
+            KAFKA_FETCH_MAX_WAIT_MS=10,
+        )
+        return
+    from gravity_devstack.kafka import TansuBroker
+
+    broker = TansuBroker(log=tmp_path_factory.mktemp("broker") / "tansu.log")
+    try:
+        await broker.wait_ready()
+        settings = KafkaSettings(
+            KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+            KAFKA_ENABLE_IDEMPOTENCE=False,
+            KAFKA_FETCH_MAX_WAIT_MS=10,
+            **extra,
+        )
+        await ensure_topics(settings)
+        yield settings
+        for tp, size in await _fullest_partitions(broker.bootstrap_servers):
+            _PARTITION_REPORT.append((size, f"{request.module.__name__}: {tp.topic}[{tp.partition}]"))
+    finally:
+        broker.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """After the run: the fullest partitions of the session broker (see ``_largest_partitions``)."""
-    if _PARTITION_REPORT:
-        terminalreporter.section("fullest partitions on the session broker")
-        for line in _PARTITION_REPORT:
-            terminalreporter.write_line(line)
+    """After the run: the fullest partitions any module's broker reached."""
+    if not _PARTITION_REPORT:
+        return
+    terminalreporter.section("fullest partitions of the test brokers")
+    for size, where in sorted(_PARTITION_REPORT, reverse=True)[:8]:
+        terminalreporter.write_line(f"{where}: {size} records")
+    over = [(size, where) for size, where in _PARTITION_REPORT if size > PARTITION_LIMIT]
+    for size, where in over:
+        terminalreporter.write_line(
+            f"FAILED: {where} holds {size} records, past the limit of {PARTITION_LIMIT}: this module "
+            "approaches the embedded broker's fetch cliff; split it or give its heavy test a broker of its own",
+            red=True,
+        )
 
 
-@pytest.fixture(scope="session")
-def kafka_settings(infra: Infra) -> KafkaSettings:
-    """Broker settings with every Gravity topic already created."""
-    return KafkaSettings(
-        KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
-        KAFKA_ENABLE_IDEMPOTENCE=infra.kafka_enable_idempotence,
-        KAFKA_FETCH_MAX_WAIT_MS=10,
-        KAFKA_SESSION_TIMEOUT_MS=3_000,  # group joins answer in 1.5 s on Tansu
-    )
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus == 0 and any(size > PARTITION_LIMIT for size, _ in _PARTITION_REPORT):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- databases --------------------------------------------------------------------------------------
 
 
 def _with_database(url: str, name: str) -> str:
