@@ -15,8 +15,11 @@ help: ## List the targets
 uv: ## Install uv if it is missing
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
 
+# testcontainers (the devstack's "docker" extra) only where a Docker engine answers
+DOCKER_EXTRA = $(shell docker info >/dev/null 2>&1 && echo --extra docker)
+
 install: uv ## Create .venv with every package of the workspace (locked versions)
-	@$(UV) sync --locked --all-packages --quiet
+	@$(UV) sync --locked --all-packages --quiet $(DOCKER_EXTRA)
 
 run: install ## Start embedded Kafka + PostgreSQL (data in .data/) and all four services; Ctrl-C stops everything
 	@$(UV) run --no-sync gravity-dev run

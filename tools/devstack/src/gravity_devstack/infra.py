@@ -118,12 +118,7 @@ def _kafka(data_dir: Path, durable: bool, stoppers: list[Callable[[], None]]) ->
     if address := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return address, _truthy(os.environ.get("KAFKA_ENABLE_IDEMPOTENCE"), True), "environment"
     if docker_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        container = KafkaContainer("apache/kafka:3.9.1").with_kraft()
-        container.start()
-        stoppers.append(container.stop)
-        return container.get_bootstrap_server(), True, "testcontainers (apache/kafka)"
+        return _kafka_container(stoppers), True, "testcontainers (apache/kafka)"
     from gravity_devstack.kafka import TansuBroker
 
     s3_endpoint = None
@@ -139,11 +134,56 @@ def _kafka(data_dir: Path, durable: bool, stoppers: list[Callable[[], None]]) ->
     return broker.bootstrap_servers, False, _TANSU_S3 if durable else "embedded Tansu (memory)"
 
 
+KAFKA_IMAGE = "apache/kafka:3.9.1"
+
+
+def kafka_container_env(advertised_port: int) -> dict[str, str]:
+    """A single-node KRaft broker of the official image that clients reach on ``advertised_port``."""
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{advertised_port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_MESSAGE_MAX_BYTES": str(4 * 1024 * 1024),
+    }
+
+
+def _kafka_container(stoppers: list[Callable[[], None]]) -> str:
+    """The official ``apache/kafka`` image as a plain container.
+
+    testcontainers' ``KafkaContainer`` expects Confluent images (``with_kraft()`` refuses others), so the
+    official image is started directly: the advertised listener must name the host port, which is chosen
+    before the start and bound to it.
+    """
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    from gravity_devstack.kafka import free_port
+
+    port = free_port()
+    container = (
+        DockerContainer(KAFKA_IMAGE)
+        .with_envs(**kafka_container_env(port))
+        .with_bind_ports(9092, port)
+        .waiting_for(LogMessageWaitStrategy("Kafka Server started"))
+    )
+    container.start()
+    stoppers.append(container.stop)
+    return f"127.0.0.1:{port}"
+
+
 def _database(data_dir: Path, stoppers: list[Callable[[], None]]) -> tuple[str, str]:
     if url := os.environ.get("DATABASE_URL"):
         return url, "environment"
     if docker_answers():
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         container = PostgresContainer("postgres:17", driver=None)
         container.start()
