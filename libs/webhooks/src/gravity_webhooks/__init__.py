@@ -2,6 +2,7 @@
 
 from gravity_webhooks.client import RESPONSE_BODY_LIMIT, DeliveryClient, DeliveryResult
 from gravity_webhooks.crypto import DEVELOPMENT_SECRET_KEY, DecryptionError, SecretBox
+from gravity_webhooks.retry_after import RETRY_AFTER_MAX, parse_retry_after
 from gravity_webhooks.signing import (
     SignatureError,
     new_signing_secret,
@@ -19,6 +20,7 @@ from gravity_webhooks.urls import (
 __all__ = [
     "DEVELOPMENT_SECRET_KEY",
     "RESPONSE_BODY_LIMIT",
+    "RETRY_AFTER_MAX",
     "BlockedAddressError",
     "DecryptionError",
     "DeliveryClient",
@@ -28,6 +30,7 @@ __all__ = [
     "WebhookUrlError",
     "is_public_address",
     "new_signing_secret",
+    "parse_retry_after",
     "sign",
     "signature_header",
     "validate_webhook_url",

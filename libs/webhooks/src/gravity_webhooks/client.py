@@ -17,6 +17,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from gravity_webhooks.retry_after import parse_retry_after
 from gravity_webhooks.signing import signature_header
 from gravity_webhooks.urls import BlockedAddressError, Resolver, is_public_address, resolve_host
 
@@ -78,15 +79,6 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
     async def sleep(self, seconds: float) -> None:
         """Delegate."""
         await self._inner.sleep(seconds)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: the caller's schedule applies
 
 
 class DeliveryClient:
@@ -162,7 +154,7 @@ class DeliveryClient:
                         body=text,
                         error=None if ok else f"HTTP {resp.status_code}",
                         duration_ms=elapsed(),
-                        retry_after=_retry_after(resp.headers.get("retry-after")),
+                        retry_after=parse_retry_after(resp.headers.get("retry-after")),
                     )
         except TimeoutError:
             why = f"timed out after {self._timeout:g} s"
