@@ -42,7 +42,7 @@ format: install ## Format and auto-fix
 typecheck: install ## mypy --strict over every package
 	@$(UV) run --no-sync mypy
 
-schemas: install ## Regenerate the committed JSON Schemas from the event models
+schemas: install ## Regenerate the committed JSON Schemas and the AsyncAPI document from the event models
 	@$(UV) run --no-sync python -m gravity_events.schemas
 
 bench: install ## Run the benchmarks and write bench/results/latest.md

@@ -1,7 +1,8 @@
-"""Generate the committed JSON Schemas: ``python -m gravity_events.schemas [--check] [DIR]``.
+"""Generate the committed schemas: ``python -m gravity_events.schemas [--check] [DIR]``.
 
-One file per topic, ``<topic>.schema.json``. ``--check`` exits 1 when the committed files differ
-from the models (the drift test runs the same comparison).
+One JSON Schema per topic, ``<topic>.schema.json``, and the AsyncAPI document of every topic and of the
+WebSocket channel, ``asyncapi.yaml`` (:mod:`gravity_events.asyncapi`). ``--check`` exits 1 when the
+committed files differ from the models (the drift tests run the same comparison).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import json
 import sys
 from pathlib import Path
 
+from gravity_events.asyncapi import ASYNCAPI_FILE, render_asyncapi
 from gravity_events.codec import SCHEMA_VERSION, schema_adapters
 
-__all__ = ["DEFAULT_DIR", "render_schemas", "write_schemas"]
+__all__ = ["DEFAULT_DIR", "render_files", "render_schemas", "write_schemas"]
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -29,10 +31,15 @@ def render_schemas() -> dict[str, str]:
     return out
 
 
+def render_files() -> dict[str, str]:
+    """File name → text of every generated file: the JSON Schemas and the AsyncAPI document."""
+    return {**render_schemas(), ASYNCAPI_FILE: render_asyncapi()}
+
+
 def write_schemas(directory: Path = DEFAULT_DIR) -> None:
-    """Write every schema file into ``directory``."""
+    """Write every generated file into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in render_schemas().items():
+    for name, text in render_files().items():
         (directory / name).write_text(text)
 
 
@@ -46,7 +53,7 @@ def main(argv: list[str]) -> int:
         return 0
     stale = [
         n
-        for n, t in render_schemas().items()
+        for n, t in render_files().items()
         if not (directory / n).exists() or (directory / n).read_text() != t
     ]
     for name in stale:
