@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from gravity_events import logs
 from gravity_fanout.app import create_app
 from gravity_fanout.settings import Settings
+from gravity_service.serve import serve
 
 
 def main() -> None:
-    """Read settings once and serve."""
+    """Read settings once and serve (health and metrics only; the work is the lifespan's consumers)."""
     settings = Settings()
     logs.configure(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    serve(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from gravity_events.settings import KafkaSettings
+from gravity_service.settings import ServiceSettings, weak_secret
 from gravity_webhooks import DEVELOPMENT_SECRET_KEY
 
 __all__ = ["DEFAULT_RETRY_SCHEDULE", "Settings"]
@@ -16,13 +17,12 @@ DEFAULT_RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0, 21600.0, 4320
 """Seconds before attempts 2…9: 5 s, 30 s, 2 min, 10 min, 30 min, 2 h, 6 h, 12 h (about 21 h in all)."""
 
 
-class Settings(KafkaSettings):
-    """``GRAVITY_FANOUT_*``, ``GRAVITY_SECRET_KEY`` and the broker variables."""
+class Settings(ServiceSettings, KafkaSettings):
+    """``GRAVITY_FANOUT_*``, ``GRAVITY_ENV`` / ``GRAVITY_LOG_LEVEL``, ``GRAVITY_SECRET_KEY`` and the broker
+    variables."""
 
-    env: Literal["development", "production"] = Field("development", validation_alias="GRAVITY_ENV")
-    log_level: str = Field("info", validation_alias="GRAVITY_LOG_LEVEL")
     host: str = Field("127.0.0.1", validation_alias="GRAVITY_FANOUT_HOST")
-    port: int = Field(8003, validation_alias="GRAVITY_FANOUT_PORT")
+    port: int = Field(8003, ge=0, le=65_535, validation_alias="GRAVITY_FANOUT_PORT")
     secret_key: SecretStr | None = Field(None, validation_alias="GRAVITY_SECRET_KEY")
     consumer_group: str = Field("gravity-fanout", validation_alias="GRAVITY_FANOUT_CONSUMER_GROUP")
     timeout_seconds: float = Field(5.0, gt=0, validation_alias="GRAVITY_FANOUT_TIMEOUT_SECONDS")
@@ -50,17 +50,17 @@ class Settings(KafkaSettings):
             return tuple(float(part) for part in text.split(",") if part.strip())
         return value
 
+    def production_problems(self) -> list[str]:
+        """The shared checks, plus the registry's secret key (to open the apps' signing secrets)."""
+        problems = super().production_problems()
+        if weak_secret(self.secret_key, min_length=1):
+            problems.append("production needs GRAVITY_SECRET_KEY (the registry's)")
+        return problems
+
     @model_validator(mode="after")
-    def _secret_key(self) -> Self:
-        if self.secret_key is None or not self.secret_key.get_secret_value():
-            if self.env == "production":
-                raise ValueError("production needs GRAVITY_SECRET_KEY (the registry's)")
+    def _schedule_and_development_defaults(self) -> Self:
+        if not self.production and (self.secret_key is None or not self.secret_key.get_secret_value()):
             self.secret_key = SecretStr(DEVELOPMENT_SECRET_KEY)
         if not self.retry_schedule:
             raise ValueError("GRAVITY_FANOUT_RETRY_SCHEDULE needs at least one delay")
         return self
-
-    @property
-    def production(self) -> bool:
-        """``GRAVITY_ENV=production``."""
-        return self.env == "production"

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from gravity_events import logs
 from gravity_ingest.app import create_app
 from gravity_ingest.settings import Settings
+from gravity_service.serve import serve
 
 
 def main() -> None:
-    """Read settings once and serve (uvloop + httptools)."""
+    """Read settings once and serve; exits non-zero if the subscription reader dies."""
     settings = Settings()
     logs.configure(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        loop="uvloop",
-        http="httptools",
-        # longer than clients keep idle connections (httpx 5 s, nginx upstreams 60 s): at uvicorn's 5 s a
-        # client reusing a connection the server is closing gets "disconnected without a response"
-        timeout_keep_alive=75,
-        access_log=False,
-    )
+    serve(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 if __name__ == "__main__":

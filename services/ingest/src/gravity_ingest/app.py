@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -11,10 +10,12 @@ from starlette.types import Receive, Scope, Send
 
 from gravity_events import topics
 from gravity_events.kafka import ChangeStreamReader, ensure_topics, make_producer
-from gravity_ingest.errors import install_error_handlers
 from gravity_ingest.handlers import SubscriptionTable
-from gravity_ingest.routes import WEBHOOK_PATH, router, webhook_asgi, webhook_method_not_allowed
+from gravity_ingest.routes import WEBHOOK_PATH, webhook_asgi, webhook_method_not_allowed
 from gravity_ingest.settings import Settings
+from gravity_service.errors import install_error_handlers
+from gravity_service.health import OK, health_router
+from gravity_service.tasks import Supervisor
 
 __all__ = ["IngestApp", "create_app"]
 
@@ -38,6 +39,7 @@ class IngestApp:
 
 def create_app(settings: Settings) -> IngestApp:
     """Build the ingest app for ``settings``."""
+    supervisor = Supervisor()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,12 +54,11 @@ def create_app(settings: Settings) -> IngestApp:
         await reader.start()
         app.state.subscriptions, app.state.producer, app.state.reader = table, producer, reader
         app.state.producer_started = True
-        task = asyncio.create_task(reader.run(), name="subscriptions-reader")
+        supervisor.start("subscriptions-reader", reader.run(), stop=reader.stop)
         try:
             yield
         finally:
-            reader.stop()
-            await task
+            await supervisor.stop()
             await reader.close()
             await producer.stop()
             app.state.producer_started = False
@@ -75,5 +76,16 @@ def create_app(settings: Settings) -> IngestApp:
     app.state.producer = None
     app.state.producer_started = False
     install_error_handlers(app)
-    app.include_router(router)
+    state = app.state
+
+    def subscriptions() -> str:
+        """The subscription stream has been replayed, so tokens can be judged."""
+        return OK if state.reader is not None and state.reader.ready.is_set() else "replaying"
+
+    def producer() -> str:
+        """The producer is connected."""
+        return OK if state.producer_started else "starting"
+
+    checks = {"subscriptions": subscriptions, "producer": producer}
+    app.include_router(health_router(checks, supervisor=supervisor))
     return IngestApp(app)

@@ -166,8 +166,8 @@ async def accept_notification(
     tenant_id = table.verify(subscription_id, verification_token)
     if not is_inbound_sms_event(event, body):
         kind = "renewal_reminder" if is_renewal_reminder(event) else "ignored"
-        # Hook for the registry's subscription keeper (issue 3): a renewal reminder could be forwarded to
-        # it as a change event. Not needed today: the keeper renews on its own schedule, before expiry.
+        # A renewal reminder is not forwarded: the registry's subscription keeper renews on its own
+        # schedule, before expiry, so the reminder only confirms what is already planned.
         log.info("verified %s notification for subscription %s: not stored", kind, subscription_id)
         return Outcome(appended=False, kind=kind)
     try:

@@ -1,4 +1,4 @@
-"""The webhook (a bare ASGI handler, see :class:`gravity_ingest.app.IngestApp`) and the health routes."""
+"""``POST /v1/webhooks/ringcentral`` as a bare ASGI handler (see :class:`gravity_ingest.app.IngestApp`)."""
 
 from __future__ import annotations
 
@@ -6,41 +6,19 @@ import logging
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gravity_ingest.errors import IngestError, PayloadTooLarge, error_body, json_response
+from gravity_ingest.errors import IngestError, PayloadTooLarge
 from gravity_ingest.handlers import accept_notification
+from gravity_service.errors import error_body
 
-__all__ = ["WEBHOOK_PATH", "router", "webhook_asgi", "webhook_method_not_allowed"]
+__all__ = ["WEBHOOK_PATH", "webhook_asgi", "webhook_method_not_allowed"]
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/v1/webhooks/ringcentral"
 
-router = APIRouter()
-
 _OK = b'{"status":"ok"}'
-
-
-@router.get("/healthz")
-async def healthz() -> Response:
-    """The process is up."""
-    return Response(content=_OK, media_type="application/json")
-
-
-@router.get("/readyz")
-async def readyz(request: Request) -> Response:
-    """Ready once the subscription stream has been replayed and the producer is connected."""
-    state = request.app.state
-    checks = {
-        "subscriptions": "ok" if state.reader is not None and state.reader.ready.is_set() else "replaying",
-        "producer": "ok" if state.producer_started else "starting",
-    }
-    if all(v == "ok" for v in checks.values()):
-        return json_response({"status": "ok"})
-    return json_response({"status": "unavailable", "checks": checks}, 503)
 
 
 async def _respond(
@@ -95,7 +73,7 @@ async def webhook_asgi(state: Any, scope: Scope, receive: Receive, send: Send) -
             publish_timeout=state.settings.publish_timeout_seconds,
         )
     except IngestError as exc:
-        await _respond(send, exc.status, orjson.dumps(error_body(exc.code, exc.message, exc.details)))
+        await _respond(send, exc.status, orjson.dumps(exc.body()))
         return
     except Exception:  # the last resort still answers in the contract's error shape
         log.exception("unexpected error on the webhook")

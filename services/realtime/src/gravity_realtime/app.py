@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -11,11 +10,14 @@ from fastapi import FastAPI
 
 from gravity_events import topics
 from gravity_events.kafka import ChangeStreamReader, ensure_topics
-from gravity_realtime import routes, ws
+from gravity_realtime import ws
 from gravity_realtime.consumer import LiveStream
 from gravity_realtime.handlers import KeyTable, LiveRouter
 from gravity_realtime.hub import Hub
 from gravity_realtime.settings import Settings
+from gravity_service.errors import install_error_handlers
+from gravity_service.health import OK, health_router
+from gravity_service.tasks import Supervisor
 
 __all__ = ["create_app"]
 
@@ -23,6 +25,7 @@ __all__ = ["create_app"]
 def create_app(settings: Settings) -> FastAPI:
     """Build the realtime app for ``settings``."""
     hub = Hub()
+    supervisor = Supervisor()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,20 +40,31 @@ def create_app(settings: Settings) -> FastAPI:
             await live.start()
             app.state.keys, app.state.http = keys, http
             app.state.key_reader, app.state.live = key_reader, live
-            tasks = [asyncio.create_task(key_reader.run()), asyncio.create_task(live.run())]
+            supervisor.start("api-keys-reader", key_reader.run(), stop=key_reader.stop)
+            supervisor.start("live-stream", live.run(), stop=live.stop)
             try:
                 yield
             finally:
                 hub.close_all()  # 1012: clients reconnect elsewhere and resume with since
-                key_reader.stop()
-                live.stop()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await supervisor.stop()
                 await key_reader.close()
                 await live.close()
 
     app = FastAPI(title="Gravity realtime", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings, app.state.hub = settings, hub
     app.state.key_reader = app.state.live = None
-    app.include_router(routes.router)
+    state = app.state
+
+    def api_keys() -> str:
+        """The API-key stream has been replayed, so keys can be judged."""
+        return OK if state.key_reader is not None and state.key_reader.ready.is_set() else "replaying"
+
+    def stream() -> str:
+        """The live stream is positioned on every partition."""
+        return OK if state.live is not None and state.live.assigned.is_set() else "starting"
+
+    install_error_handlers(app)
+    checks = {"apiKeys": api_keys, "stream": stream}
+    app.include_router(health_router(checks, supervisor=supervisor, extra=lambda: {"connections": len(hub)}))
     app.include_router(ws.router)
     return app

@@ -18,13 +18,13 @@ from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, WebSocket
-from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from gravity_events.codec import encode
 from gravity_events.ids import parse_timestamp
 from gravity_events.models import SmsInbound
 from gravity_realtime.hub import Client, Position, Resume
+from gravity_service.errors import error_body, json_response
 
 __all__ = ["router"]
 
@@ -87,11 +87,8 @@ def _position(message: dict[str, Any]) -> Position:
 async def _refuse(ws: WebSocket, status: int, close_code: int, message: str) -> None:
     """HTTP ``status`` before the upgrade where the server supports it, else close ``close_code``."""
     if "websocket.http.response" in ws.scope.get("extensions", {}):
-        body = b'{"error":{"code":"%s","message":"%s"}}' % (
-            b"unauthorized" if status == 401 else b"not_found",
-            message.encode(),
-        )
-        await ws.send_denial_response(Response(body, status_code=status, media_type="application/json"))
+        code = "unauthorized" if status == 401 else "not_found"
+        await ws.send_denial_response(json_response(error_body(code, message), status))
     else:
         await ws.accept()
         await ws.close(close_code)

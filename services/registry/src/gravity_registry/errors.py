@@ -1,34 +1,38 @@
-"""The registry's errors, mapped once to ``{"error": {"code", "message", "details"}}``.
+"""The registry's errors, answered in the contract's body by :mod:`gravity_service.errors`.
 
-RegistryError
-├── Unauthorized       401 unauthorized
-├── NotFound           404 not_found
-├── Conflict           409 conflict
-├── ValidationFailed   422 validation_error
-└── UpstreamFailed     502 ringcentral_error (RingCentral refused or could not be reached)
-(request-shape errors from FastAPI are mapped to 422 validation_error too; unknown routes to 404; losing
-PostgreSQL — refused, reset or shut down — to 503 unavailable with Retry-After.)
+GravityError
+└── RegistryError
+    ├── Unauthorized       401 unauthorized
+    ├── NotFound           404 not_found
+    ├── Conflict           409 conflict
+    ├── ValidationFailed   422 validation_error
+    └── UpstreamFailed     502 ringcentral_error (RingCentral refused or could not be reached)
+
+The shared handlers also map request-shape errors from FastAPI to 422 ``validation_error``, unknown routes
+to 404 and the unexpected to 500; :func:`install_error_handlers` adds losing PostgreSQL (refused, reset or
+shut down) → 503 ``unavailable`` with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
 
 import asyncpg
-import orjson
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gravity_service import errors as service_errors
+from gravity_service.errors import GravityError, error_body, json_response
 
 __all__ = [
+    "DATABASE_UNAVAILABLE",
     "Conflict",
     "NotFound",
     "RegistryError",
     "Unauthorized",
     "UpstreamFailed",
     "ValidationFailed",
+    "error_body",
     "install_error_handlers",
     "json_response",
 ]
@@ -45,17 +49,8 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 """What losing PostgreSQL looks like to asyncpg: the request may succeed if retried, so 503, not 500."""
 
 
-class RegistryError(Exception):
+class RegistryError(GravityError):
     """Base of every error the registry answers with."""
-
-    code: ClassVar[str] = "internal_error"
-    status: ClassVar[int] = 500
-    retriable: ClassVar[bool] = False
-
-    def __init__(self, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
 
 
 class Unauthorized(RegistryError):
@@ -88,49 +83,14 @@ class UpstreamFailed(RegistryError):
     code, status = "ringcentral_error", 502
 
 
-def json_response(data: Any, status: int = 200) -> Response:
-    """A JSON response serialised with orjson."""
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        error["details"] = details
-    return {"error": error}
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves in the contract's shape; unexpected ones are logged and answered 500."""
-
-    @app.exception_handler(RegistryError)
-    async def _registry(request: Request, exc: RegistryError) -> Response:
-        return json_response(_body(exc.code, exc.message, exc.details), exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        details = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-            for e in exc.errors()
-        ]
-        return json_response(_body("validation_error", "the request is not valid", details), 422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return json_response(_body(code, str(exc.detail)), exc.status_code)
+    """The shared handlers, plus losing the database → 503 with ``Retry-After``."""
+    service_errors.install_error_handlers(app)
 
     async def _unavailable(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
-        body = _body("unavailable", "the database cannot be reached; try again shortly")
-        response = json_response(body, 503)
-        response.headers["Retry-After"] = "1"
-        return response
+        body = error_body("unavailable", "the database cannot be reached; try again shortly")
+        return json_response(body, 503, {"Retry-After": "1"})
 
     for exc_class in DATABASE_UNAVAILABLE:
         app.add_exception_handler(exc_class, _unavailable)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return json_response(_body("internal_error", "an unexpected error occurred"), 500)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
 from gravity_events.settings import KafkaSettings
+from gravity_service.settings import ServiceSettings, weak_secret
 from gravity_webhooks import DEVELOPMENT_SECRET_KEY
 
 __all__ = ["Settings"]
@@ -15,17 +16,16 @@ DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - the documented development d
 DEV_SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 
-class Settings(KafkaSettings):
-    """``GRAVITY_REGISTRY_*``, the shared secrets, and the broker variables.
+class Settings(ServiceSettings, KafkaSettings):
+    """``GRAVITY_REGISTRY_*``, ``GRAVITY_ENV`` / ``GRAVITY_LOG_LEVEL``, the shared secrets, and the broker
+    variables.
 
     Production refuses to start without an admin token and a secret key, and refuses the
     development admin token. Development falls back to documented, well-known values for both.
     """
 
-    env: Literal["development", "production"] = Field("development", validation_alias="GRAVITY_ENV")
-    log_level: str = Field("info", validation_alias="GRAVITY_LOG_LEVEL")
     host: str = Field("127.0.0.1", validation_alias="GRAVITY_REGISTRY_HOST")
-    port: int = Field(8000, validation_alias="GRAVITY_REGISTRY_PORT")
+    port: int = Field(8000, ge=0, le=65_535, validation_alias="GRAVITY_REGISTRY_PORT")
     database_url: SecretStr = Field(SecretStr(""), validation_alias="DATABASE_URL")
     admin_token: SecretStr | None = Field(None, validation_alias="GRAVITY_ADMIN_TOKEN")
     secret_key: SecretStr | None = Field(None, validation_alias="GRAVITY_SECRET_KEY")
@@ -50,26 +50,24 @@ class Settings(KafkaSettings):
     keeper_poll_seconds: float = Field(1.0, validation_alias="GRAVITY_REGISTRY_KEEPER_POLL_SECONDS")
 
     @property
-    def production(self) -> bool:
-        """``GRAVITY_ENV=production``."""
-        return self.env == "production"
-
-    @property
     def webhook_address(self) -> str:
         """Where RingCentral delivers: ``GRAVITY_PUBLIC_URL + /v1/webhooks/ringcentral``."""
         return self.public_url.rstrip("/") + "/v1/webhooks/ringcentral"
 
+    def production_problems(self) -> list[str]:
+        """The shared checks, plus a strong admin token (not the development one) and secret key."""
+        problems = super().production_problems()
+        if weak_secret(self.admin_token, min_length=24, known=(DEV_ADMIN_TOKEN,)):
+            problems.append("production needs GRAVITY_ADMIN_TOKEN (24+ characters, not the dev one)")
+        if weak_secret(self.secret_key, min_length=32):
+            problems.append("production needs GRAVITY_SECRET_KEY (32+ characters)")
+        return problems
+
     @model_validator(mode="after")
-    def _refuse_weak_production_config(self) -> Self:
+    def _database_and_development_defaults(self) -> Self:
         if not self.database_url.get_secret_value():
             raise ValueError("DATABASE_URL is required")
-        if self.env == "production":
-            token = self.admin_token.get_secret_value() if self.admin_token else ""
-            if len(token) < 24 or token == DEV_ADMIN_TOKEN:
-                raise ValueError("production needs GRAVITY_ADMIN_TOKEN (24+ characters, not the dev one)")
-            if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
-                raise ValueError("production needs GRAVITY_SECRET_KEY (32+ characters)")
-        else:
+        if not self.production:
             if self.admin_token is None:
                 self.admin_token = SecretStr(DEV_ADMIN_TOKEN)
             if self.secret_key is None:
