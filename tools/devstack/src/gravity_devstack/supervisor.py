@@ -3,9 +3,12 @@
 Start order: infrastructure, then the registry (it applies migrations), then ingest, realtime and
 fanout; each must answer ``/readyz`` before the next starts. Output of each service is prefixed with its
 name. Ctrl-C (SIGINT) or SIGTERM stops the services (SIGTERM, SIGKILL after a grace period), then the
-infrastructure; a service that exits on its own stops everything, so a half-running stack never
-pretends to be up. Children die with the supervisor even if it is SIGKILLed (PR_SET_PDEATHSIG);
-embedded PostgreSQL, which daemonizes, is stopped explicitly and found again on the next start.
+infrastructure. A service that exits after it was up (a service ends itself with status 1 when one of its
+background tasks dies) is started again, as compose's ``restart:`` or Kubernetes would, up to
+``MAX_RESTARTS`` times in ``RESTART_WINDOW`` seconds; a service that cannot start, or keeps exiting, stops
+everything, so a half-running stack never pretends to be up. Children die with the supervisor even if it
+is SIGKILLed (PR_SET_PDEATHSIG); embedded PostgreSQL, which daemonizes, is stopped explicitly and found again
+on the next start.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from gravity_devstack.procs import spawn, stop_process
 __all__ = ["ServiceSpec", "Supervisor", "default_services", "dev_environment"]
 
 DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - the documented development default
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class Supervisor:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._pumps: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._restarts: dict[str, list[float]] = {}
+        self._retired: list[subprocess.Popen[bytes]] = []
         self.exit_code = 0
 
     def _pump(self, name: str, proc: subprocess.Popen[bytes]) -> None:
@@ -128,9 +135,9 @@ class Supervisor:
             if not self._stop.is_set():
                 print(banner, flush=True)
             while not self._stop.is_set():
-                for name, proc in self._procs.items():
-                    if proc.poll() is not None:
-                        print(f"\n{name} exited with code {proc.returncode}: stopping everything", flush=True)
+                for spec in self._services:
+                    proc = self._procs.get(spec.name)
+                    if proc is not None and proc.poll() is not None and not self._restart(spec, proc):
                         self.exit_code = 1
                         self._stop.set()
                         break
@@ -142,12 +149,29 @@ class Supervisor:
             self.stop_all()
         return self.exit_code
 
+    def _restart(self, spec: ServiceSpec, proc: subprocess.Popen[bytes]) -> bool:
+        """Start ``spec`` again after it exited; False when it exited too often to try again."""
+        now = time.monotonic()
+        recent = [t for t in self._restarts.get(spec.name, []) if now - t < RESTART_WINDOW]
+        if len(recent) >= MAX_RESTARTS:
+            print(
+                f"\n{spec.name} exited with code {proc.returncode}, {len(recent)} restarts in "
+                f"{RESTART_WINDOW:.0f} s: stopping everything",
+                flush=True,
+            )
+            return False
+        self._restarts[spec.name] = [*recent, now]
+        print(f"\n{spec.name} exited with code {proc.returncode}: starting it again", flush=True)
+        self._retired.append(proc)
+        self._start(spec)
+        return True
+
     def stop_all(self) -> None:
         """Stop services in reverse start order."""
         for name in reversed(list(self._procs)):
             stop_process(self._procs[name], grace=10)
         for pump in self._pumps:
             pump.join(timeout=2)
-        for proc in self._procs.values():
+        for proc in [*self._retired, *self._procs.values()]:
             if proc.stdout is not None:
                 proc.stdout.close()
