@@ -73,7 +73,8 @@ def dev_environment(data_dir: Path, infra_env: dict[str, str]) -> dict[str, str]
         "GRAVITY_REALTIME_PORT": "8002",
         "GRAVITY_FANOUT_PORT": "8003",
     }
-    env = {**defaults, **{k: v for k, v in os.environ.items()}, **infra_env}
+    # the user's environment wins, so a setting such as KAFKA_FETCH_MAX_WAIT_MS can be tried on the stack
+    env = {**defaults, **infra_env, **os.environ}
     env.setdefault("GRAVITY_REGISTRY_URL", f"http://127.0.0.1:{env['GRAVITY_REGISTRY_PORT']}")
     return env
 
