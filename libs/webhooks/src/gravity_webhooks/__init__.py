@@ -1,7 +1,13 @@
 """gravity_webhooks: Standard Webhooks signing and the one delivery client fanout and registry use."""
 
 from gravity_webhooks.client import RESPONSE_BODY_LIMIT, DeliveryClient, DeliveryResult
-from gravity_webhooks.crypto import DEVELOPMENT_SECRET_KEY, DecryptionError, SecretBox
+from gravity_webhooks.crypto import (
+    DEVELOPMENT_SECRET_KEY,
+    DecryptionError,
+    SecretBox,
+    is_development_key,
+    parse_secret_keys,
+)
 from gravity_webhooks.retry_after import RETRY_AFTER_MAX, parse_retry_after
 from gravity_webhooks.signing import (
     SignatureError,
@@ -28,9 +34,11 @@ __all__ = [
     "SecretBox",
     "SignatureError",
     "WebhookUrlError",
+    "is_development_key",
     "is_public_address",
     "new_signing_secret",
     "parse_retry_after",
+    "parse_secret_keys",
     "sign",
     "signature_header",
     "validate_webhook_url",

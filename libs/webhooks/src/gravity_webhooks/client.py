@@ -3,7 +3,13 @@
 One POST: ``Content-Type: application/json``, Standard Webhooks headers, a ``User-Agent`` naming the
 gateway, a 5-second budget for the whole attempt (connect + send + first 4 KiB of the answer), no
 redirects followed (a 3xx is a failed attempt), and — in production — a connect-time check that the
-address actually dialled is public, so DNS rebinding cannot reach an internal service.
+address actually dialled is public, so DNS rebinding cannot reach an internal service. A production
+client that cannot install that check (httpx or httpcore internals changed) refuses to be built.
+
+What a hostile endpoint can cost: one attempt's budget in time whatever it trickles (status line,
+headers, informational answers, body), 100 KiB of response head (httpcore's h11 limit, then a protocol
+error), one 64 KiB read of body (then it is cut to 4 KiB), and no decompression (``identity`` is asked
+for and the raw bytes are read).
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ from gravity_webhooks.retry_after import parse_retry_after
 from gravity_webhooks.signing import signature_header
 from gravity_webhooks.urls import BlockedAddressError, Resolver, is_public_address, resolve_host
 
-__all__ = ["RESPONSE_BODY_LIMIT", "DeliveryClient", "DeliveryResult", "PublicOnlyBackend"]
+__all__ = [
+    "RESPONSE_BODY_LIMIT",
+    "DeliveryClient",
+    "DeliveryResult",
+    "PublicOnlyBackend",
+    "install_public_only_backend",
+]
 
 RESPONSE_BODY_LIMIT = 4096
 
@@ -81,6 +93,34 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+def install_public_only_backend(transport: httpx.AsyncBaseTransport, backend: PublicOnlyBackend) -> None:
+    """Make every connection ``transport`` opens go through ``backend``, or raise ``RuntimeError``.
+
+    httpx does not expose httpcore's ``network_backend``, so this sets it on the pool httpx built
+    (``transport._pool._network_backend``) and then asks the pool for a connection object (no I/O) to
+    prove the pool hands that backend to the connections it dials. If httpx or httpcore rearranged
+    those internals, or the transport goes through a proxy (which would dial the proxy, not the
+    endpoint), the SSRF guard would silently be absent: refuse to build the client instead.
+    """
+    pool = getattr(transport, "_pool", None)
+    has_backend = isinstance(getattr(pool, "_network_backend", None), httpcore.AsyncNetworkBackend)
+    if not has_backend or not isinstance(pool, httpcore.AsyncConnectionPool):
+        raise RuntimeError(
+            "cannot install the SSRF guard: the httpx transport has no httpcore connection pool with a"
+            f" _network_backend (httpx {httpx.__version__}, httpcore {httpcore.__version__});"
+            " gravity_webhooks.client must be updated for these versions"
+        )
+    pool._network_backend = backend
+    for scheme, port in ((b"https", 443), (b"http", 80)):
+        probe = pool.create_connection(httpcore.Origin(scheme, b"example.com", port))
+        dials_through = getattr(probe, "_network_backend", None) is backend
+        if type(probe) is not httpcore.AsyncHTTPConnection or not dials_through:
+            raise RuntimeError(
+                "cannot install the SSRF guard: the httpcore pool does not dial through the installed"
+                f" network backend ({type(probe).__name__}; httpcore {httpcore.__version__})"
+            )
+
+
 class DeliveryClient:
     """Signs and POSTs webhook payloads. One instance per process; share it (it pools connections)."""
 
@@ -103,8 +143,7 @@ class DeliveryClient:
             retries=0,
         )
         if production:
-            # httpx does not expose httpcore's network_backend; set it on the pool it built.
-            transport._pool._network_backend = PublicOnlyBackend(resolver)
+            install_public_only_backend(transport, PublicOnlyBackend(resolver))
         self._client = httpx.AsyncClient(
             transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
         )
@@ -126,6 +165,8 @@ class DeliveryClient:
         stamp = int(time.time()) if timestamp is None else timestamp
         headers = {
             "content-type": "application/json",
+            # Only raw bytes are read back (aiter_raw): never decompressed, so never advertise gzip.
+            "accept-encoding": "identity",
             "user-agent": self._user_agent,
             "webhook-id": message_id,
             "webhook-timestamp": str(stamp),

@@ -32,15 +32,60 @@ class BlockedAddressError(ConnectionError):
     """The host resolved to an address the gateway does not deliver to (loopback, private, …)."""
 
 
+_NOT_GLOBAL_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "64:ff9b:1::/48",  # NAT64 local-use prefix (RFC 8215): translates to whatever the operator routes
+        "100:0:0:1::/64",  # dummy prefix (RFC 9780)
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 segment identifiers (RFC 9602)
+        "fec0::/10",  # deprecated site-local (RFC 3879)
+    )
+)
+"""IANA special-purpose blocks that are not globally reachable but that older Pythons' ``is_global``
+(3.11.7 among them) still calls global; judged here so the answer does not depend on the patch release."""
+
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses that a translator, tunnel or dual stack would reach for ``ip``."""
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    if ip in _NAT64_WELL_KNOWN or ip in _IPV4_COMPATIBLE or ip in _IPV4_TRANSLATED:
+        return [low32]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)  # (server, client)
+    return []
+
+
+def _is_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global and not ip.is_multicast
+
+
 def is_public_address(address: str) -> bool:
-    """True only for globally routable unicast addresses (IPv4-mapped IPv6 judged as IPv4)."""
+    """True only for globally routable unicast addresses.
+
+    IPv4-mapped IPv6 (``::ffff:a.b.c.d``) is judged as its IPv4 address. Every other form that carries
+    an IPv4 address — NAT64 (``64:ff9b::/96``), IPv4-compatible (``::a.b.c.d``), IPv4-translated
+    (``::ffff:0:a.b.c.d``), 6to4 (``2002::/16``) and Teredo (``2001::/32``, server and client) — must be
+    public itself and carry only public IPv4 addresses, because a translator or tunnel on the way would
+    deliver to the embedded address. The NAT64 local-use prefix ``64:ff9b:1::/48`` is never public.
+    """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _is_public_ip(ip)
+    if ip.ipv4_mapped is not None:
+        return _is_public_ip(ip.ipv4_mapped)
+    if any(ip in net for net in _NOT_GLOBAL_V6):
+        return False
+    return _is_public_ip(ip) and all(_is_public_ip(v4) for v4 in _embedded_ipv4(ip))
 
 
 async def resolve_host(host: str, port: int) -> list[str]:
