@@ -9,7 +9,7 @@ from pydantic_settings import NoDecode
 
 from gravity_events.settings import KafkaSettings
 from gravity_service.settings import ServiceSettings, weak_secret
-from gravity_webhooks import DEVELOPMENT_SECRET_KEY
+from gravity_webhooks import DEVELOPMENT_SECRET_KEY, is_development_key
 
 __all__ = ["DEFAULT_RETRY_SCHEDULE", "Settings"]
 
@@ -55,6 +55,8 @@ class Settings(ServiceSettings, KafkaSettings):
         problems = super().production_problems()
         if weak_secret(self.secret_key, min_length=1):
             problems.append("production needs GRAVITY_SECRET_KEY (the registry's)")
+        elif is_development_key(self.secret_key.get_secret_value() if self.secret_key else ""):
+            problems.append("production must not use the published development GRAVITY_SECRET_KEY")
         return problems
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from gravity_events.settings import KafkaSettings
 from gravity_service.settings import ServiceSettings, weak_secret
-from gravity_webhooks import DEVELOPMENT_SECRET_KEY
+from gravity_webhooks import DEVELOPMENT_SECRET_KEY, is_development_key, parse_secret_keys
 
 __all__ = ["Settings"]
 
@@ -59,8 +59,11 @@ class Settings(ServiceSettings, KafkaSettings):
         problems = super().production_problems()
         if weak_secret(self.admin_token, min_length=24, known=(DEV_ADMIN_TOKEN,)):
             problems.append("production needs GRAVITY_ADMIN_TOKEN (24+ characters, not the dev one)")
-        if weak_secret(self.secret_key, min_length=32):
-            problems.append("production needs GRAVITY_SECRET_KEY (32+ characters)")
+        keys = parse_secret_keys(self.secret_key.get_secret_value()) if self.secret_key else []
+        if not keys or any(len(key) < 32 for key in keys):
+            problems.append("production needs GRAVITY_SECRET_KEY (each key 32+ characters)")
+        elif is_development_key(self.secret_key.get_secret_value() if self.secret_key else ""):
+            problems.append("production must not use the published development GRAVITY_SECRET_KEY")
         return problems
 
     @model_validator(mode="after")
