@@ -1,24 +1,33 @@
-"""The registry app: the lifespan owns the pool, the producer, the outbox publisher and the projection."""
+"""The registry app: the lifespan owns the pool, the producer, the outbox publisher, the projection, the
+delivery log and the RingCentral keeper.
+
+Where each part lives: :mod:`~gravity_registry.api` (HTTP routes and their documented shapes, one module
+per domain), :mod:`~gravity_registry.handlers` (what the registry does), :mod:`~gravity_registry.db` (every
+SQL statement), :mod:`~gravity_registry.consumer` (the two consumers), :mod:`~gravity_registry.ringcentral`
+(the RingCentral client). The background loops run under a :class:`~gravity_service.tasks.Supervisor`: one
+that dies turns ``/readyz`` 503, and under ``serve()`` ends the process with a non-zero status.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 from fastapi import FastAPI
 
 from gravity_events.kafka import ensure_topics, make_producer
 from gravity_registry import db
-from gravity_registry.connections import ConnectionKeeper
+from gravity_registry.api import router
 from gravity_registry.consumer import make_delivery_log, make_projection
 from gravity_registry.errors import install_error_handlers
-from gravity_registry.handlers import OutboxPublisher
+from gravity_registry.handlers import ConnectionKeeper, Connections, OutboxPublisher
 from gravity_registry.ringcentral import RingCentralClient
-from gravity_registry.routes import router
 from gravity_registry.settings import Settings
+from gravity_service.health import OK, Check, health_router
+from gravity_service.tasks import Supervisor
 from gravity_webhooks import DeliveryClient, SecretBox
 
 __all__ = ["create_app"]
@@ -30,6 +39,7 @@ USER_AGENT = "Gravity-SMS-Webhooks/0.1.0"
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the registry app for ``settings``."""
+    supervisor = Supervisor()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,22 +62,17 @@ def create_app(settings: Settings) -> FastAPI:
             )
             keeper = ConnectionKeeper(settings, pool, producer, outbox, box, rc_client)
             app.state.pool, app.state.outbox, app.state.projection = pool, outbox, projection
+            app.state.connections = Connections(settings, pool, outbox, box, rc_client)
             app.state.keeper, app.state.delivery_client = keeper, delivery_client
             app.state.delivery_log = delivery_log
-            tasks = [
-                asyncio.create_task(outbox.run(), name="outbox"),
-                asyncio.create_task(projection.run(), name="projection"),
-                asyncio.create_task(keeper.run(), name="keeper"),
-                asyncio.create_task(delivery_log.run(), name="delivery-log"),
-            ]
+            supervisor.start("outbox", outbox.run(), stop=outbox.stop)
+            supervisor.start("projection", projection.run(), stop=projection.stop)
+            supervisor.start("keeper", keeper.run(), stop=keeper.stop)
+            supervisor.start("delivery-log", delivery_log.run(), stop=delivery_log.stop)
             try:
                 yield
             finally:
-                keeper.stop()
-                delivery_log.stop()
-                projection.stop()
-                outbox.stop()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await supervisor.stop()
                 await projection.close()
                 await delivery_log.close()
                 await producer.stop()
@@ -83,9 +88,39 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.pool = app.state.projection = app.state.delivery_log = None
     secret_key = settings.secret_key.get_secret_value() if settings.secret_key else ""
     box = SecretBox(secret_key)
     app.state.secret_box = box
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(health_router(_readiness_checks(app), supervisor=supervisor))
     return app
+
+
+def _readiness_checks(app: FastAPI) -> dict[str, Check]:
+    """Database reachable; projection and delivery log caught up with what was on their topics at start."""
+    state = app.state
+
+    async def database() -> str:
+        if state.pool is None:
+            return "starting"
+        try:
+            async with state.pool.acquire(timeout=2) as conn:
+                await db.ping(conn)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return "unreachable"
+        return OK
+
+    def caught_up(consumer_name: str) -> Callable[[], str]:
+        def check() -> str:
+            consumer = getattr(state, consumer_name)
+            return OK if consumer is not None and consumer.caught_up.is_set() else "catching up"
+
+        return check
+
+    return {
+        "database": database,
+        "projection": caught_up("projection"),
+        "deliveries": caught_up("delivery_log"),
+    }

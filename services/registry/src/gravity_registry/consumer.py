@@ -1,4 +1,5 @@
-"""The projection's consumer: the raw topic in the registry's consumer group, one batch at a time."""
+"""The registry's two consumers: the projection (raw topic) and the delivery log (deliveries topic), each
+in its own consumer group, one batch at a time."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from aiokafka import AIOKafkaProducer
 
 from gravity_events import topics
 from gravity_events.kafka import Envelope, EventConsumer
-from gravity_registry.handlers import OutboxPublisher, project_batch, project_deliveries
+from gravity_registry.handlers.deliveries import project_deliveries
+from gravity_registry.handlers.outbox import OutboxPublisher
+from gravity_registry.handlers.projection import project_batch
 from gravity_registry.settings import Settings
 
 __all__ = ["make_delivery_log", "make_projection"]

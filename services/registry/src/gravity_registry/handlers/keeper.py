@@ -1,14 +1,9 @@
-"""RingCentral connections: connect, disconnect, and the keeper that keeps them alive.
+"""The keeper: a background task in every registry copy that keeps each RingCentral connection alive.
 
-One connection per tenant. Connecting exchanges the JWT for tokens, creates a WebHook subscription to
-inbound SMS (RingCentral handshakes with ingest during that call; ingest answers any handshake), stores
-everything encrypted, and publishes the subscription's token hash on the subscriptions stream, all or
-nothing: if storing fails the new subscription is deleted at RingCentral again.
-
-The keeper is a background task in every registry copy. Each connection has ``next_check_at``; a copy
-takes a due connection with ``SELECT … FOR UPDATE SKIP LOCKED`` and holds that row lock while it talks
-to RingCentral, so two copies never work on the same connection (and never renew twice), while different
-connections are kept by whichever copy is free. API calls on the same connection wait for the lock.
+Each connection has ``next_check_at``; a copy takes a due connection with ``SELECT … FOR UPDATE SKIP
+LOCKED`` and holds that row lock while it talks to RingCentral, so two copies never work on the same
+connection (and never renew twice), while different connections are kept by whichever copy is free. API
+calls on the same connection wait for the lock.
 
 A check: make sure the access token is valid (refresh, else log in again with the JWT); read the
 subscription; renew it when less than ``rc_renew_before_seconds`` remain; recreate it (new id, new token)
@@ -36,8 +31,9 @@ from gravity_events.codec import encode, encode_headers
 from gravity_events.ids import format_timestamp, utcnow
 from gravity_events.models import RcNotification
 from gravity_registry import db
-from gravity_registry.errors import NotFound, UpstreamFailed
-from gravity_registry.handlers import OutboxPublisher, activate_subscription, deactivate_subscription
+from gravity_registry.handlers.connection import CONNECT_BACKFILL_DELAY, describe, next_check, token_columns
+from gravity_registry.handlers.outbox import OutboxPublisher
+from gravity_registry.handlers.subscriptions import activate_subscription, deactivate_subscription
 from gravity_registry.ringcentral import (
     SMS_EVENT_FILTER,
     RingCentralClient,
@@ -48,27 +44,11 @@ from gravity_registry.ringcentral import (
 from gravity_registry.settings import Settings
 from gravity_webhooks import DecryptionError, SecretBox
 
-__all__ = ["ConnectionKeeper", "connection_json"]
+__all__ = ["ConnectionKeeper"]
 
 log = logging.getLogger(__name__)
 
 _GONE = ("Blacklisted", "Suspended")
-
-CONNECT_BACKFILL_DELAY = timedelta(seconds=5)
-"""After a connect, the keeper backfills from the connection time once, this much later: an event that
-RingCentral sent before ingest had learnt the new subscription (and was refused) is fetched then."""
-
-
-def connection_json(row: Any) -> dict[str, Any]:
-    """The contract's connection object, plus ``lastError`` (never a secret)."""
-    return {
-        "status": row["status"],
-        "subscriptionId": row["subscription_id"],
-        "expiresAt": format_timestamp(row["expires_at"]),
-        "serverUrl": row["server_url"],
-        "connectedAt": format_timestamp(row["connected_at"]),
-        "lastError": row["last_error"],
-    }
 
 
 @dataclass
@@ -79,13 +59,8 @@ class _Progress:
     status: str = "renewing"
 
 
-def _why(exc: RingCentralError) -> str:
-    code = f" {exc.code}" if exc.code else ""
-    return f"{exc}{code}"
-
-
 class ConnectionKeeper:
-    """Connect/disconnect for the API, and :meth:`run` for the background keeper."""
+    """The background keeper: :meth:`run` checks due connections until :meth:`stop`."""
 
     def __init__(
         self,
@@ -104,76 +79,6 @@ class ConnectionKeeper:
         self._rc = client
         self._wake = asyncio.Event()
         self._stopping = False
-
-    # -- the API -------------------------------------------------------------------------------
-
-    async def connect(
-        self, *, tenant_id: str, server_url: str, client_id: str, client_secret: str, jwt: str
-    ) -> dict[str, Any]:
-        """Create (or replace) the tenant's connection; 502 with RingCentral's error if it refuses."""
-        server_url = server_url.rstrip("/")
-        try:
-            tokens = await self._rc.login_with_jwt(server_url, client_id, client_secret, jwt)
-            token = secrets.token_urlsafe(32)
-            sub = await self._rc.create_subscription(
-                server_url,
-                tokens.access_token,
-                address=self._settings.webhook_address,
-                verification_token=token,
-                expires_in=self._settings.rc_subscription_expires_in,
-            )
-        except RingCentralError as exc:
-            log.warning("connecting tenant %s failed: %s", tenant_id, _why(exc))
-            raise UpstreamFailed(f"RingCentral refused the connection: {exc}", exc.details()) from exc
-        now = utcnow()
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                old = await db.get_connection(conn, tenant_id=tenant_id, lock="FOR UPDATE")
-                row = await db.upsert_connection(
-                    conn,
-                    tenant_id=tenant_id,
-                    server_url=server_url,
-                    client_id=client_id,
-                    client_secret_enc=self._box.encrypt(client_secret),
-                    jwt_enc=self._box.encrypt(jwt),
-                    **self._token_columns(tokens),
-                    subscription_id=sub.id,
-                    expires_at=sub.expires_at,
-                    connected_at=now,
-                    next_check_at=self._next_check(now, sub.expires_at),
-                )
-                await activate_subscription(conn, tenant_id=tenant_id, subscription_id=sub.id, token=token)
-                if old is not None and old["subscription_id"] != sub.id:
-                    await deactivate_subscription(conn, subscription_id=old["subscription_id"])
-        except BaseException:
-            with contextlib.suppress(RingCentralError):
-                await self._rc.delete_subscription(server_url, tokens.access_token, sub.id)
-            raise
-        self._outbox.wake()
-        if old is not None and old["subscription_id"] != sub.id:
-            await self._delete_remote(old)
-        return connection_json(row)
-
-    async def disconnect(self, *, tenant_id: str) -> None:
-        """Forget the connection (ingest refuses its events within seconds), then delete it remotely."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await db.get_connection(conn, tenant_id=tenant_id, lock="FOR UPDATE")
-            if row is None:
-                raise NotFound("no RingCentral connection")
-            await db.delete_connection(conn, tenant_id=tenant_id)
-            await deactivate_subscription(conn, subscription_id=row["subscription_id"])
-        self._outbox.wake()
-        await self._delete_remote(row)
-
-    async def get(self, *, tenant_id: str) -> dict[str, Any]:
-        """The connection as it is now."""
-        async with self._pool.acquire() as conn:
-            row = await db.get_connection(conn, tenant_id=tenant_id)
-        if row is None:
-            raise NotFound("no RingCentral connection")
-        return connection_json(row)
-
-    # -- the keeper ------------------------------------------------------------------------------
 
     def wake(self) -> None:
         """Look at due connections now."""
@@ -215,8 +120,10 @@ class ConnectionKeeper:
                 sub = await self._keep(conn, row, now, progress)
             except RingCentralError as exc:
                 status, retry = self._failure(row, exc, progress.status)
-                log.warning("keeping tenant %s's connection failed (%s): %s", tenant_id, status, _why(exc))
-                await self._save_failure(conn, row, status, _why(exc), retry, progress.backfill)
+                log.warning(
+                    "keeping tenant %s's connection failed (%s): %s", tenant_id, status, describe(exc)
+                )
+                await self._save_failure(conn, row, status, describe(exc), retry, progress.backfill)
                 return
             except DecryptionError:
                 why = "stored credentials cannot be decrypted with GRAVITY_SECRET_KEY"
@@ -232,8 +139,11 @@ class ConnectionKeeper:
                 expires_at=sub.expires_at,
                 status="active",
                 last_error=None,
-                next_check_at=self._next_check(
-                    utcnow(), sub.expires_at, backfill_at=backfill_at if progress.backfill else None
+                next_check_at=next_check(
+                    self._settings,
+                    utcnow(),
+                    sub.expires_at,
+                    backfill_at=backfill_at if progress.backfill else None,
                 ),
                 backfill_needed=progress.backfill,
             )
@@ -283,16 +193,6 @@ class ConnectionKeeper:
             backfill_needed=backfill,
         )
 
-    # -- pieces ----------------------------------------------------------------------------------
-
-    def _next_check(
-        self, now: datetime, expires_at: datetime, *, backfill_at: datetime | None = None
-    ) -> datetime:
-        renew_at = expires_at - timedelta(seconds=self._settings.rc_renew_before_seconds)
-        regular = now + timedelta(seconds=self._settings.rc_check_interval_seconds)
-        due = min(regular, renew_at) if backfill_at is None else min(regular, renew_at, backfill_at)
-        return max(now + timedelta(seconds=min(1.0, self._settings.rc_check_interval_seconds)), due)
-
     def _failure(self, row: Any, exc: RingCentralError, observed: str) -> tuple[str, float]:
         """The status to show and the seconds until the next try.
 
@@ -313,14 +213,6 @@ class ConnectionKeeper:
             return "expired", retry
         return observed, retry
 
-    def _token_columns(self, tokens: Tokens) -> dict[str, Any]:
-        return {
-            "access_token_enc": self._box.encrypt(tokens.access_token),
-            "access_expires_at": tokens.access_expires_at,
-            "refresh_token_enc": self._box.encrypt(tokens.refresh_token) if tokens.refresh_token else None,
-            "refresh_expires_at": tokens.refresh_expires_at,
-        }
-
     async def _access_token(
         self, conn: asyncpg.Connection, row: Any, now: datetime, *, force: bool = False
     ) -> str:
@@ -340,12 +232,14 @@ class ConnectionKeeper:
                 if exc.status is None or exc.status == 429 or exc.status >= 500:
                     raise
                 log.info(
-                    "refreshing tenant %s's token failed (%s); logging in again", row["tenant_id"], _why(exc)
+                    "refreshing tenant %s's token failed (%s); logging in again",
+                    row["tenant_id"],
+                    describe(exc),
                 )
         if tokens is None:
             jwt = self._box.decrypt(row["jwt_enc"])
             tokens = await self._rc.login_with_jwt(server, client_id, client_secret, jwt)
-        await db.save_tokens(conn, tenant_id=row["tenant_id"], **self._token_columns(tokens))
+        await db.save_tokens(conn, tenant_id=row["tenant_id"], **token_columns(self._box, tokens))
         return tokens.access_token
 
     async def _read_subscription(self, row: Any, access: str) -> Subscription | None:
@@ -372,21 +266,6 @@ class ConnectionKeeper:
         with contextlib.suppress(RingCentralError):
             await self._rc.delete_subscription(row["server_url"], access, row["subscription_id"])
         return sub
-
-    async def _delete_remote(self, row: Any) -> None:
-        """Delete a subscription at RingCentral with the row's credentials; log, never raise."""
-        try:
-            access = self._box.decrypt(row["access_token_enc"])
-            if row["access_expires_at"] <= utcnow():
-                jwt, secret = self._box.decrypt(row["jwt_enc"]), self._box.decrypt(row["client_secret_enc"])
-                access = (
-                    await self._rc.login_with_jwt(row["server_url"], row["client_id"], secret, jwt)
-                ).access_token
-            await self._rc.delete_subscription(row["server_url"], access, row["subscription_id"])
-        except RingCentralError as exc:
-            log.warning(
-                "deleting subscription %s at RingCentral failed: %s", row["subscription_id"], _why(exc)
-            )
 
     async def _backfill(self, conn: asyncpg.Connection, row: Any, access: str, subscription_id: str) -> int:
         """Append every inbound SMS since the newest stored one (minus an overlap) to the raw topic."""
