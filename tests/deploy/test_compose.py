@@ -25,7 +25,7 @@ def compose(repo_root: Path) -> dict[str, Any]:
 
 
 def test_compose_has_the_production_shape(repo_root: Path, compose: dict[str, Any]) -> None:
-    services = compose["services"]
+    services = {name: s for name, s in compose["services"].items() if "profiles" not in s}
     assert set(services) == {"kafka", "postgres", "registry", "ingest", "fanout", "realtime", "front"}
     assert services["kafka"]["image"].startswith("apache/kafka")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -42,8 +42,11 @@ def test_compose_has_the_production_shape(repo_root: Path, compose: dict[str, An
         assert env["FORWARDED_ALLOW_IPS"]
     assert "DATABASE_URL" in services["registry"]["environment"]
     assert "DATABASE_URL" not in services["ingest"]["environment"]
-    # only the front is published
+    # only the front is published (the optional observability profile binds loopback only)
     assert [name for name, service in services.items() if "ports" in service] == ["front"]
+    for name, service in compose["services"].items():
+        if "profiles" in service:
+            assert all(str(port).startswith("127.0.0.1:") for port in service.get("ports", [])), name
 
 
 def test_compose_matches_the_compose_specification(repo_root: Path, compose: dict[str, Any]) -> None:

@@ -4,6 +4,10 @@ A record's value is the event's JSON (orjson, camelCase, field order as declared
 every record self-describing: ``gravity-type`` (the ``type`` literal) and ``gravity-schema-version``.
 A reader refuses a version newer than it knows, so an incompatible change is a new version, never a
 silent misread.
+
+Records made while a trace is current also carry its W3C ``traceparent`` (and ``tracestate``) headers,
+written through the OpenTelemetry propagator (:mod:`gravity_events.tracing`), so a consumer continues the
+trace that the webhook request started.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Union
 
 import orjson
+from opentelemetry.context import Context
 from pydantic import Field, TypeAdapter, ValidationError
 
-from gravity_events import topics
+from gravity_events import topics, tracing
 from gravity_events.models import (
     ApiKeyActive,
     ApiKeyRevoked,
@@ -86,10 +91,15 @@ def encode(event: Event) -> bytes:
     return orjson.dumps(event.model_dump(mode="json", by_alias=True))
 
 
-def encode_headers(event: Event) -> list[tuple[str, bytes]]:
-    """The headers that describe ``event``'s type and schema version."""
+def encode_headers(event: Event, context: Context | None = None) -> list[tuple[str, bytes]]:
+    """The headers that describe ``event``'s type and schema version, then the ``traceparent`` /
+    ``tracestate`` of ``context`` (default: the current trace context) when a trace is current."""
     event_type = getattr(event, "type", type(event).__name__)
-    return [(TYPE_HEADER, event_type.encode()), (VERSION_HEADER, str(SCHEMA_VERSION).encode())]
+    return [
+        (TYPE_HEADER, event_type.encode()),
+        (VERSION_HEADER, str(SCHEMA_VERSION).encode()),
+        *tracing.trace_headers(context),
+    ]
 
 
 def decode(topic: str, value: bytes | None, headers: Headers = ()) -> Event:

@@ -8,7 +8,9 @@
   records). ``run(until_idle=True)`` drains and returns, for tests.
 - :class:`ChangeStreamReader`: replays compacted change topics from offset 0 into memory and keeps
   following them; ``ready`` is set once it has read everything there was (read until idle, because
-  the embedded broker's end offsets are unreliable — see ``shared/infra-notes.md``).
+  the embedded broker's end offsets are unreliable).
+- :class:`ConsumerLag`: ``gravity_kafka_consumer_lag{group,topic,partition}`` of every tracked
+  :class:`EventConsumer` and :class:`ChangeStreamReader`, computed at scrape time.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
+from opentelemetry.context import Context
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gravity_events import topics as topic_names
 from gravity_events.codec import CodecError, decode, encode, encode_headers
@@ -31,7 +38,9 @@ from gravity_events.settings import KafkaSettings
 from gravity_events.topics import ALL_TOPICS, TopicSpec
 
 __all__ = [
+    "CONSUMER_LAG",
     "ChangeStreamReader",
+    "ConsumerLag",
     "Envelope",
     "EventConsumer",
     "dead_letter",
@@ -39,6 +48,7 @@ __all__ = [
     "ensure_topics",
     "make_producer",
     "offsets_at",
+    "partition_lag",
     "publish",
     "record_headers",
 ]
@@ -161,11 +171,14 @@ async def publish(
     *,
     key: str,
     extra_headers: Sequence[tuple[str, bytes]] = (),
+    context: Context | None = None,
 ) -> None:
-    """Append ``event`` to ``topic`` and wait for the broker's acknowledgement."""
-    await producer.send_and_wait(
-        topic, encode(event), key=key.encode(), headers=[*encode_headers(event), *extra_headers]
-    )
+    """Append ``event`` to ``topic`` and wait for the broker's acknowledgement.
+
+    The record carries the trace context of ``context`` (default: the current one), if any.
+    """
+    headers = [*encode_headers(event, context), *extra_headers]
+    await producer.send_and_wait(topic, encode(event), key=key.encode(), headers=headers)
 
 
 async def dead_letter(
@@ -205,6 +218,74 @@ def decode_record(record: ConsumerRecord) -> Envelope:
     return _decode_record(record)
 
 
+def partition_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """Records behind the end of each assigned partition: the last fetch response's high watermark minus
+    the consumer's position (the next offset it hands out).
+
+    The high watermark comes with every fetch response, so it is right on the embedded broker too, whose
+    ListOffsets "latest" answer is not. A partition not fetched yet, or whose position is still being
+    reset, has no entry. Synchronous and network-free, so it can run at scrape time; the position is read
+    from aiokafka's assignment state because its public ``position()`` is a coroutine that may wait.
+    """
+    lags: dict[TopicPartition, int] = {}
+    subscription = getattr(consumer, "_subscription", None)
+    assignment = getattr(getattr(subscription, "subscription", None), "assignment", None)
+    if assignment is None:
+        return lags
+    for tp in assignment.tps:
+        state = assignment.state_value(tp)
+        if state is None or state.highwater is None or not state.has_valid_position:
+            continue
+        lags[tp] = max(int(state.highwater) - int(state.position), 0)
+    return lags
+
+
+class _Lagging(Protocol):
+    @property
+    def lag_group(self) -> str: ...
+
+    def lag(self) -> dict[TopicPartition, int]: ...
+
+
+class ConsumerLag(Collector):
+    """``gravity_kafka_consumer_lag{group,topic,partition}``: records behind the end, per partition, of
+    every consumer given to :meth:`track`, computed when the registry is scraped.
+
+    Register one on a service's Prometheus registry (``gravity_service.metrics.ServiceMetrics`` does) and
+    track each :class:`EventConsumer` and :class:`ChangeStreamReader` the lifespan starts. Consumers are
+    held weakly, and a closed one reports nothing, so a lifespan that ends needs no untracking.
+    """
+
+    def __init__(self) -> None:
+        self._tracked: weakref.WeakSet[_Lagging] = weakref.WeakSet()
+
+    def track(self, consumer: _Lagging) -> None:
+        """Report ``consumer``'s lag from now on, labelled with its ``lag_group``."""
+        self._tracked.add(consumer)
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for consumer in list(self._tracked):
+            for tp, lag in sorted(consumer.lag().items()):
+                family.add_metric([consumer.lag_group, tp.topic, str(tp.partition)], lag)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "gravity_kafka_consumer_lag",
+            "Records between a consumer's position and the partition's high watermark.",
+            labels=["group", "topic", "partition"],
+        )
+
+
+CONSUMER_LAG = "gravity_kafka_consumer_lag"
+"""The metric :class:`ConsumerLag` exposes."""
+
+
 BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
 
 
@@ -234,6 +315,9 @@ class EventConsumer:
         self._max_records = max_records
         self._retry_backoff = retry_backoff
         self._stopping = asyncio.Event()
+        self._closed = False
+        self.lag_group = group_id
+        """The ``group`` label of this consumer's lag: its consumer group."""
         self.caught_up = asyncio.Event()
         """Set after the first poll that found nothing new: the consumer has read what was there."""
         self._consumer = AIOKafkaConsumer(
@@ -259,7 +343,12 @@ class EventConsumer:
 
     async def close(self) -> None:
         """Leave the group and close the connection."""
+        self._closed = True
         await self._consumer.stop()
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the end of each assigned partition (see :func:`partition_lag`); none once closed."""
+        return {} if self._closed else partition_lag(self._consumer)
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Consume until :meth:`stop` (or, with ``until_idle``, until a poll finds nothing)."""
@@ -327,6 +416,9 @@ class ChangeStreamReader:
         self._topics = list(topics)
         self._apply = apply
         self._stopping = asyncio.Event()
+        self._closed = False
+        self.lag_group = client_id
+        """The ``group`` label of this reader's lag: not a consumer group, so its client id."""
         self.ready = asyncio.Event()
         """Set once everything on the topics at start has been applied."""
         self._consumer = AIOKafkaConsumer(
@@ -363,7 +455,12 @@ class ChangeStreamReader:
 
     async def close(self) -> None:
         """Close the connection."""
+        self._closed = True
         await self._consumer.stop()
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the end of each partition (see :func:`partition_lag`); none once closed."""
+        return {} if self._closed else partition_lag(self._consumer)
 
     async def run(self) -> None:
         """Apply records until :meth:`stop`; set ``ready`` at the first empty poll."""

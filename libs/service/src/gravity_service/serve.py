@@ -9,7 +9,9 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from gravity_events import logs
 from gravity_service.tasks import on_task_failure
+from gravity_service.telemetry import shutdown_tracing
 
 __all__ = ["TASK_FAILURE", "serve"]
 
@@ -29,7 +31,9 @@ def serve(app: Any, *, host: str, port: int, log_level: str, **options: Any) -> 
 
     uvloop and httptools, keep-alive of :data:`KEEP_ALIVE_SECONDS`, no access log (one line per request
     costs more than ingest's whole webhook). ``options`` go to :class:`uvicorn.Config` as they are (the
-    WebSocket settings of realtime, for instance) and may override these defaults.
+    WebSocket settings of realtime, for instance) and may override these defaults. After
+    :func:`gravity_service.telemetry.setup` chose JSON logs, uvicorn's own lines go through the same root
+    handler (``log_config=None``) so every line on stderr is one JSON object.
 
     Returns after a clean shutdown. When a task of any :class:`~gravity_service.tasks.Supervisor` fails,
     uvicorn is asked to shut down (the lifespan's cleanup runs) and this exits with
@@ -44,6 +48,8 @@ def serve(app: Any, *, host: str, port: int, log_level: str, **options: Any) -> 
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "access_log": False,
     }
+    if logs.logging_json():
+        settings["log_config"] = None
     server = uvicorn.Server(uvicorn.Config(app, **(settings | options)))
     failed: list[str] = []
 
@@ -52,7 +58,10 @@ def serve(app: Any, *, host: str, port: int, log_level: str, **options: Any) -> 
         server.should_exit = True
 
     with on_task_failure(shut_down):
-        server.run()
+        try:
+            server.run()
+        finally:
+            shutdown_tracing()  # the spans of the last requests are still in the exporter's buffer
     if failed:
         log.error("exiting with status %d: supervised task(s) failed: %s", TASK_FAILURE, ", ".join(failed))
         sys.exit(TASK_FAILURE)

@@ -14,10 +14,11 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Environment", "LogLevel", "ServiceSettings", "weak_secret"]
+__all__ = ["Environment", "LogFormat", "LogLevel", "ServiceSettings", "weak_secret"]
 
 Environment = Literal["development", "production"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["text", "json"]
 
 
 def weak_secret(secret: SecretStr | None, *, min_length: int, known: Collection[str] = ()) -> bool:
@@ -28,7 +29,7 @@ def weak_secret(secret: SecretStr | None, *, min_length: int, known: Collection[
 
 
 class ServiceSettings(BaseSettings):
-    """``GRAVITY_ENV``, ``GRAVITY_LOG_LEVEL`` and the service's listening address.
+    """``GRAVITY_ENV``, ``GRAVITY_LOG_LEVEL`` / ``_FORMAT``, metrics labels and the listening address.
 
     Settings are read once at the entry point and passed down. In production, construction fails with
     every problem :meth:`production_problems` reports, so a weak configuration never starts.
@@ -39,6 +40,11 @@ class ServiceSettings(BaseSettings):
     env: Environment = Field("development", validation_alias="GRAVITY_ENV")
     log_level: LogLevel = Field("info", validation_alias="GRAVITY_LOG_LEVEL")
     """Case-insensitive; also uvicorn's level."""
+    log_format: LogFormat = Field("text", validation_alias="GRAVITY_LOG_FORMAT")
+    """``text`` lines for people, or ``json``: one object per line (see :mod:`gravity_events.logs`)."""
+    metrics_tenant_labels: bool = Field(False, validation_alias="GRAVITY_METRICS_TENANT_LABELS")
+    """Add ``tenant`` (and ``app``) labels to the per-tenant metrics. Off by default: every tenant and app
+    multiplies those series, which a large deployment's Prometheus pays for."""
     host: str = "127.0.0.1"
     """Re-declared by each service with its ``GRAVITY_<SERVICE>_HOST`` variable."""
     port: int = Field(0, ge=0, le=65_535)
@@ -49,7 +55,7 @@ class ServiceSettings(BaseSettings):
         """``GRAVITY_ENV=production``."""
         return self.env == "production"
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lowercase_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -1,4 +1,5 @@
-"""The ingest app: the lifespan owns the producer and the subscription-stream reader."""
+"""The ingest app: the lifespan owns the producer and the subscription-stream reader; every request is
+counted and traced by :class:`~gravity_service.metrics.HTTPMetricsMiddleware` around the whole app."""
 
 from __future__ import annotations
 
@@ -15,19 +16,28 @@ from gravity_ingest.routes import WEBHOOK_PATH, webhook_asgi, webhook_method_not
 from gravity_ingest.settings import Settings
 from gravity_service.errors import install_error_handlers
 from gravity_service.health import OK, health_router
+from gravity_service.metrics import HTTPMetricsMiddleware, IngestMetrics, metrics_router
 from gravity_service.tasks import Supervisor
 
 __all__ = ["IngestApp", "create_app"]
 
 
 class IngestApp:
-    """FastAPI for everything, except the webhook POST, which is served by a bare ASGI handler."""
+    """FastAPI for everything, except the webhook POST, which is served by a bare ASGI handler.
 
-    def __init__(self, api: FastAPI) -> None:
+    The metrics middleware wraps both, so the webhook is counted under its own path as route label.
+    """
+
+    def __init__(self, api: FastAPI, metrics: IngestMetrics) -> None:
         self.api = api
         self.state = api.state
+        self.metrics = metrics
+        self._asgi = HTTPMetricsMiddleware(self._dispatch, metrics=metrics, paths=[WEBHOOK_PATH])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH:
             if scope["method"] == "POST":
                 await webhook_asgi(self.api.state, scope, receive, send)
@@ -40,6 +50,7 @@ class IngestApp:
 def create_app(settings: Settings) -> IngestApp:
     """Build the ingest app for ``settings``."""
     supervisor = Supervisor()
+    metrics = IngestMetrics(tenant_labels=settings.metrics_tenant_labels)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +60,7 @@ def create_app(settings: Settings) -> IngestApp:
             settings, topics=[topics.SUBSCRIPTIONS], apply=table.apply, client_id="gravity-ingest"
         )
         table.ready = reader.ready
+        metrics.consumer_lag.track(reader)
         producer = make_producer(settings, client_id="gravity-ingest", linger_ms=1)
         await producer.start()
         await reader.start()
@@ -71,6 +83,7 @@ def create_app(settings: Settings) -> IngestApp:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     app.state.reader = None
     app.state.subscriptions = SubscriptionTable()  # never ready: the webhook answers 503 until startup
     app.state.producer = None
@@ -88,4 +101,5 @@ def create_app(settings: Settings) -> IngestApp:
 
     checks = {"subscriptions": subscriptions, "producer": producer}
     app.include_router(health_router(checks, supervisor=supervisor))
-    return IngestApp(app)
+    app.include_router(metrics_router(metrics))
+    return IngestApp(app, metrics)

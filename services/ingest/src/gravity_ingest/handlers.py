@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,11 +18,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from prometheus_client import Histogram
 
-from gravity_events import topics
+from gravity_events import topics, tracing
 from gravity_events.codec import encode_headers
-from gravity_events.ids import format_timestamp, utcnow
+from gravity_events.ids import format_timestamp, message_id_for, utcnow
 from gravity_events.kafka import Envelope
+from gravity_events.logs import ids
 from gravity_events.models import RcNotification, SubscriptionActive, SubscriptionRemoved
 from gravity_events.ringcentral import (
     NotificationError,
@@ -43,7 +46,11 @@ MAX_NESTING = 64
 _RECORD_HEADERS = encode_headers(
     RcNotification(tenant_id="", subscription_id="", rc_message_id="", received_at=utcnow(), notification={})
 )
-"""``gravity-type`` / ``gravity-schema-version`` of every raw record: the same for all, built once."""
+"""``gravity-type`` / ``gravity-schema-version`` of every raw record: the same for all, built once; a
+record made under a trace adds its ``traceparent``/``tracestate`` (:func:`_record_headers`)."""
+
+_APPEND_SPAN = f"{topics.RC_RAW} publish"
+_APPEND_ATTRIBUTES = {"messaging.system": "kafka", "messaging.destination.name": topics.RC_RAW}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,25 @@ class Outcome:
     appended: bool
     kind: str
     rc_message_id: str | None = None
+    tenant_id: str | None = None
+
+
+def _record_headers() -> list[tuple[str, bytes]]:
+    """The raw record's headers: the constant pair, then the current trace context when there is one."""
+    trace = tracing.trace_headers()
+    return [*_RECORD_HEADERS, *trace] if trace else _RECORD_HEADERS
+
+
+async def _append(
+    producer: AIOKafkaProducer, key: bytes, value: bytes, *, timeout: float, seconds: Histogram | None
+) -> None:
+    """Append to the raw topic and wait for ``acks=all``, within ``timeout``; observe the time taken."""
+    start = time.perf_counter()
+    # asyncio.timeout rather than wait_for: no extra task per request on the hot path.
+    async with asyncio.timeout(timeout):
+        await producer.send_and_wait(topics.RC_RAW, value, key=key, headers=_record_headers())
+    if seconds is not None:
+        seconds.observe(time.perf_counter() - start)
 
 
 def encode_raw_record(
@@ -153,8 +179,15 @@ async def accept_notification(
     table: SubscriptionTable,
     producer: AIOKafkaProducer,
     publish_timeout: float,
+    append_seconds: Histogram | None = None,
 ) -> Outcome:
-    """Checks 3 to 6 of the contract (shape, verification, kind, append) for one request body."""
+    """Checks 3 to 6 of the contract (shape, verification, kind, append) for one request body.
+
+    The raw record carries the current trace context (the request's, see
+    :class:`gravity_service.metrics.HTTPMetricsMiddleware`); when spans are recorded the append is a
+    producer span of its own. ``append_seconds`` observes each successful append's time. Each accepted
+    notification is logged at info with its tenantId, messageId and rcMessageId.
+    """
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -168,8 +201,13 @@ async def accept_notification(
         kind = "renewal_reminder" if is_renewal_reminder(event) else "ignored"
         # A renewal reminder is not forwarded: the registry's subscription keeper renews on its own
         # schedule, before expiry, so the reminder only confirms what is already planned.
-        log.info("verified %s notification for subscription %s: not stored", kind, subscription_id)
-        return Outcome(appended=False, kind=kind)
+        log.info(
+            "verified %s notification for subscription %s: not stored",
+            kind,
+            subscription_id,
+            extra=ids(tenant_id=tenant_id),
+        )
+        return Outcome(appended=False, kind=kind, tenant_id=tenant_id)
     try:
         sms = extract_inbound_sms(body)
     except NotificationError as exc:
@@ -182,13 +220,29 @@ async def accept_notification(
         received_at=utcnow(),
         raw_notification=raw,
     )
+    key = sms.rc_message_id.encode()
+    message_id = message_id_for(tenant_id, sms.rc_message_id)
     try:
-        # asyncio.timeout rather than wait_for: no extra task per request on the hot path.
-        async with asyncio.timeout(publish_timeout):
-            await producer.send_and_wait(
-                topics.RC_RAW, value, key=sms.rc_message_id.encode(), headers=_RECORD_HEADERS
-            )
+        if tracing.recording():
+            attributes = {
+                **_APPEND_ATTRIBUTES,
+                "gravity.tenant_id": tenant_id,
+                "gravity.message_id": message_id,
+            }
+            with tracing.span(_APPEND_SPAN, kind=tracing.SpanKind.PRODUCER, attributes=attributes):
+                await _append(producer, key, value, timeout=publish_timeout, seconds=append_seconds)
+        else:
+            await _append(producer, key, value, timeout=publish_timeout, seconds=append_seconds)
     except (TimeoutError, KafkaError) as exc:
-        log.warning("append to %s failed: %s", topics.RC_RAW, type(exc).__name__)
+        log.warning(
+            "append to %s failed: %s",
+            topics.RC_RAW,
+            type(exc).__name__,
+            extra=ids(tenant_id=tenant_id, message_id=message_id, rc_message_id=sms.rc_message_id),
+        )
         raise BrokerUnavailable("the message could not be recorded; retry later") from exc
-    return Outcome(appended=True, kind="inbound_sms", rc_message_id=sms.rc_message_id)
+    log.info(
+        "accepted notification",
+        extra=ids(tenant_id=tenant_id, message_id=message_id, rc_message_id=sms.rc_message_id),
+    )
+    return Outcome(appended=True, kind="inbound_sms", rc_message_id=sms.rc_message_id, tenant_id=tenant_id)
