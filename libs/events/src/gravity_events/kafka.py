@@ -19,26 +19,25 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry.context import Context
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from gravity_events import topics as topic_names
-from gravity_events.codec import CodecError, decode, encode, encode_headers
+from gravity_events.codec import CodecError, encode, encode_headers
+from gravity_events.lag import CONSUMER_LAG, ConsumerLag, partition_lag
 from gravity_events.models import Event
+from gravity_events.records import Envelope, decode_record, record_headers
 from gravity_events.settings import KafkaSettings
+from gravity_events.streams import ChangeStreamReader
 from gravity_events.topics import ALL_TOPICS, TopicSpec
 
 __all__ = [
     "CONSUMER_LAG",
+    "MAX_RECORD_BYTES",
     "ChangeStreamReader",
     "ConsumerLag",
     "Envelope",
@@ -58,24 +57,6 @@ log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = 36
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A decoded record and where it came from."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    timestamp_ms: int
-    headers: dict[str, bytes]
-    event: Event
-
-
-def record_headers(record: ConsumerRecord) -> dict[str, bytes]:
-    """A record's headers as a dict (last value wins)."""
-    return {k: bytes(v) for k, v in (record.headers or ())}
-
-
 async def offsets_at(
     consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], at_ms: int
 ) -> dict[TopicPartition, int]:
@@ -83,7 +64,7 @@ async def offsets_at(
 
     ``offsets_for_times`` answers "no record that recent" with no offset on Apache Kafka, but with offset 0
     and timestamp -1 on the embedded broker (Tansu 0.6), and aiokafka hands that on as a hit. Taken at its
-    word it replays the whole partition, which on a large one takes minutes (``shared/infra-notes.md``).
+    word it replays the whole partition, which on a large one takes minutes.
     A hit counts only when it carries a real timestamp.
 
     The ends are asked for first: a partition with no hit had nothing stamped at or after ``at_ms`` when
@@ -105,9 +86,7 @@ async def ensure_topics(
     Safe to run concurrently from every service: "already exists" counts as success.
     """
     deadline = time.monotonic() + timeout
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="gravity-bootstrap"
-    )
+    admin = AIOKafkaAdminClient(**settings.client_options(), client_id="gravity-bootstrap")
     while True:
         try:
             await admin.start()
@@ -151,14 +130,21 @@ async def ensure_topics(
         await admin.close()
 
 
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+"""The largest record a producer sends (aiokafka's default is 1 MiB): a raw record carries ingest's whole
+request body (up to 1 MiB) plus its envelope, so it must fit with room to spare. Topics are created with
+``max.message.bytes`` to match (see :mod:`gravity_events.topics`)."""
+
+
 def make_producer(settings: KafkaSettings, *, client_id: str, linger_ms: int = 1) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica (``acks="all"``)."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **settings.client_options(),
         client_id=client_id,
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=linger_ms,
+        max_request_size=MAX_RECORD_BYTES,
         request_timeout_ms=10_000,
         retry_backoff_ms=100,
     )
@@ -204,88 +190,6 @@ async def dead_letter(
     await producer.send_and_wait(topic_names.DEAD_LETTER, record.value, key=record.key, headers=headers)
 
 
-def _decode_record(
-    record: ConsumerRecord,
-) -> Envelope:
-    headers = record_headers(record)
-    event = decode(record.topic, record.value, list(headers.items()))
-    key = record.key.decode(errors="replace") if record.key is not None else None
-    return Envelope(record.topic, record.partition, record.offset, key, record.timestamp, headers, event)
-
-
-def decode_record(record: ConsumerRecord) -> Envelope:
-    """A consumed record as an :class:`Envelope`; raise ``CodecError`` if it is not a valid event."""
-    return _decode_record(record)
-
-
-def partition_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-    """Records behind the end of each assigned partition: the last fetch response's high watermark minus
-    the consumer's position (the next offset it hands out).
-
-    The high watermark comes with every fetch response, so it is right on the embedded broker too, whose
-    ListOffsets "latest" answer is not. A partition not fetched yet, or whose position is still being
-    reset, has no entry. Synchronous and network-free, so it can run at scrape time; the position is read
-    from aiokafka's assignment state because its public ``position()`` is a coroutine that may wait.
-    """
-    lags: dict[TopicPartition, int] = {}
-    subscription = getattr(consumer, "_subscription", None)
-    assignment = getattr(getattr(subscription, "subscription", None), "assignment", None)
-    if assignment is None:
-        return lags
-    for tp in assignment.tps:
-        state = assignment.state_value(tp)
-        if state is None or state.highwater is None or not state.has_valid_position:
-            continue
-        lags[tp] = max(int(state.highwater) - int(state.position), 0)
-    return lags
-
-
-class _Lagging(Protocol):
-    @property
-    def lag_group(self) -> str: ...
-
-    def lag(self) -> dict[TopicPartition, int]: ...
-
-
-class ConsumerLag(Collector):
-    """``gravity_kafka_consumer_lag{group,topic,partition}``: records behind the end, per partition, of
-    every consumer given to :meth:`track`, computed when the registry is scraped.
-
-    Register one on a service's Prometheus registry (``gravity_service.metrics.ServiceMetrics`` does) and
-    track each :class:`EventConsumer` and :class:`ChangeStreamReader` the lifespan starts. Consumers are
-    held weakly, and a closed one reports nothing, so a lifespan that ends needs no untracking.
-    """
-
-    def __init__(self) -> None:
-        self._tracked: weakref.WeakSet[_Lagging] = weakref.WeakSet()
-
-    def track(self, consumer: _Lagging) -> None:
-        """Report ``consumer``'s lag from now on, labelled with its ``lag_group``."""
-        self._tracked.add(consumer)
-
-    def describe(self) -> Iterable[Metric]:
-        return [self._family()]
-
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        for consumer in list(self._tracked):
-            for tp, lag in sorted(consumer.lag().items()):
-                family.add_metric([consumer.lag_group, tp.topic, str(tp.partition)], lag)
-        return [family]
-
-    @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "gravity_kafka_consumer_lag",
-            "Records between a consumer's position and the partition's high watermark.",
-            labels=["group", "topic", "partition"],
-        )
-
-
-CONSUMER_LAG = "gravity_kafka_consumer_lag"
-"""The metric :class:`ConsumerLag` exposes."""
-
-
 BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
 
 
@@ -322,7 +226,7 @@ class EventConsumer:
         """Set after the first poll that found nothing new: the consumer has read what was there."""
         self._consumer = AIOKafkaConsumer(
             *self._topics,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **settings.client_options(),
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,
@@ -370,7 +274,7 @@ class EventConsumer:
         for part in batch.values():
             for record in part:
                 try:
-                    envelopes.append(_decode_record(record))
+                    envelopes.append(decode_record(record))
                 except CodecError as exc:
                     await dead_letter(self._producer, record, exc)
         while True:
@@ -392,94 +296,3 @@ class EventConsumer:
         except CommitFailedError:
             # A rebalance took the partitions away: the new owner re-reads (at-least-once).
             log.warning("commit failed after a rebalance; records will be re-delivered")
-
-
-EnvelopeApplier = Callable[[Envelope], None]
-
-
-class ChangeStreamReader:
-    """Replays compacted change topics from the beginning into memory, then follows them.
-
-    Not a group member: every copy of a service reads every partition. ``apply`` is called for each
-    record in order and must be a quick in-memory update. Undecodable records are logged and skipped
-    (the registry is the only producer; the record stays on the topic for inspection).
-    """
-
-    def __init__(
-        self,
-        settings: KafkaSettings,
-        *,
-        topics: Sequence[str],
-        apply: EnvelopeApplier,
-        client_id: str,
-    ) -> None:
-        self._topics = list(topics)
-        self._apply = apply
-        self._stopping = asyncio.Event()
-        self._closed = False
-        self.lag_group = client_id
-        """The ``group`` label of this reader's lag: not a consumer group, so its client id."""
-        self.ready = asyncio.Event()
-        """Set once everything on the topics at start has been applied."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            client_id=client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        )
-
-    async def start(self, *, timeout: float = 30.0) -> None:
-        """Connect and assign every partition of the topics at offset 0."""
-        await self._consumer.start()
-        deadline = time.monotonic() + timeout
-        partitions: list[TopicPartition] = []
-        for topic in self._topics:
-            while True:
-                ids: Iterable[int] | None = self._consumer.partitions_for_topic(topic)
-                if ids:
-                    partitions.extend(TopicPartition(topic, p) for p in sorted(ids))
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"topic {topic} has no partitions in metadata")
-                await self._consumer._client.force_metadata_update()
-                await asyncio.sleep(0.1)
-        self._consumer.assign(partitions)
-        for tp in partitions:
-            self._consumer.seek(tp, 0)
-
-    def stop(self) -> None:
-        """Ask the loop to return."""
-        self._stopping.set()
-
-    async def close(self) -> None:
-        """Close the connection."""
-        self._closed = True
-        await self._consumer.stop()
-
-    def lag(self) -> dict[TopicPartition, int]:
-        """Records behind the end of each partition (see :func:`partition_lag`); none once closed."""
-        return {} if self._closed else partition_lag(self._consumer)
-
-    async def run(self) -> None:
-        """Apply records until :meth:`stop`; set ``ready`` at the first empty poll."""
-        while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-            if not any(batch.values()):
-                self.ready.set()
-                continue
-            for part in batch.values():
-                for record in part:
-                    try:
-                        envelope = _decode_record(record)
-                    except CodecError as exc:
-                        log.error(
-                            "skipping undecodable change record topic=%s partition=%s offset=%s: %s",
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                            str(exc)[:500],
-                        )
-                        continue
-                    self._apply(envelope)

@@ -62,16 +62,20 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-_COMPACT = {"cleanup.policy": "compact"}
+_MAX_BYTES = {"max.message.bytes": str(4 * 1024 * 1024 + 64 * 1024)}
+"""Every topic takes the producers' largest record (``gravity_events.kafka.MAX_RECORD_BYTES``) and its
+batch overhead: Apache Kafka's default of 1 MiB would refuse a raw record carrying a body near ingest's
+1 MiB limit, and RingCentral would redeliver it forever."""
+_COMPACT = {"cleanup.policy": "compact", **_MAX_BYTES}
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(RC_RAW, 12),
-    TopicSpec(SMS_INBOUND, 12),
+    TopicSpec(RC_RAW, 12, _MAX_BYTES),
+    TopicSpec(SMS_INBOUND, 12, _MAX_BYTES),
     TopicSpec(SUBSCRIPTIONS, 1, _COMPACT),
     TopicSpec(API_KEYS, 1, _COMPACT),
     TopicSpec(APPS, 1, _COMPACT),
-    TopicSpec(DELIVERIES, 6),
-    TopicSpec(DELIVERY_REQUESTS, 6),
-    TopicSpec(FANOUT_RETRY, 8),
-    TopicSpec(DEAD_LETTER, 1),
+    TopicSpec(DELIVERIES, 6, _MAX_BYTES),
+    TopicSpec(DELIVERY_REQUESTS, 6, _MAX_BYTES),
+    TopicSpec(FANOUT_RETRY, 8, _MAX_BYTES),
+    TopicSpec(DEAD_LETTER, 1, _MAX_BYTES),
 )

@@ -1,0 +1,81 @@
+"""Consumer lag: records between a consumer's position and its partitions' high watermarks."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["CONSUMER_LAG", "ConsumerLag", "partition_lag"]
+
+
+def partition_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """Records behind the end of each assigned partition: the last fetch response's high watermark minus
+    the consumer's position (the next offset it hands out).
+
+    The high watermark comes with every fetch response, so it is right on the embedded broker too, whose
+    ListOffsets "latest" answer is not. A partition not fetched yet, or whose position is still being
+    reset, has no entry. Synchronous and network-free, so it can run at scrape time; the position is read
+    from aiokafka's assignment state because its public ``position()`` is a coroutine that may wait.
+    """
+    lags: dict[TopicPartition, int] = {}
+    subscription = getattr(consumer, "_subscription", None)
+    assignment = getattr(getattr(subscription, "subscription", None), "assignment", None)
+    if assignment is None:
+        return lags
+    for tp in assignment.tps:
+        state = assignment.state_value(tp)
+        if state is None or state.highwater is None or not state.has_valid_position:
+            continue
+        lags[tp] = max(int(state.highwater) - int(state.position), 0)
+    return lags
+
+
+class _Lagging(Protocol):
+    @property
+    def lag_group(self) -> str: ...
+
+    def lag(self) -> dict[TopicPartition, int]: ...
+
+
+class ConsumerLag(Collector):
+    """``gravity_kafka_consumer_lag{group,topic,partition}``: records behind the end, per partition, of
+    every consumer given to :meth:`track`, computed when the registry is scraped.
+
+    Register one on a service's Prometheus registry (``gravity_service.metrics.ServiceMetrics`` does) and
+    track each :class:`EventConsumer` and :class:`ChangeStreamReader` the lifespan starts. Consumers are
+    held weakly, and a closed one reports nothing, so a lifespan that ends needs no untracking.
+    """
+
+    def __init__(self) -> None:
+        self._tracked: weakref.WeakSet[_Lagging] = weakref.WeakSet()
+
+    def track(self, consumer: _Lagging) -> None:
+        """Report ``consumer``'s lag from now on, labelled with its ``lag_group``."""
+        self._tracked.add(consumer)
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for consumer in list(self._tracked):
+            for tp, lag in sorted(consumer.lag().items()):
+                family.add_metric([consumer.lag_group, tp.topic, str(tp.partition)], lag)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "gravity_kafka_consumer_lag",
+            "Records between a consumer's position and the partition's high watermark.",
+            labels=["group", "topic", "partition"],
+        )
+
+
+CONSUMER_LAG = "gravity_kafka_consumer_lag"
+"""The metric :class:`ConsumerLag` exposes."""
