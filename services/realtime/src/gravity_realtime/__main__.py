@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from gravity_events import logs
 from gravity_realtime.app import create_app
-from gravity_realtime.protocol import AbortableWebSocketProtocol
+from gravity_realtime.protocol import uvicorn_options
 from gravity_realtime.settings import Settings
 from gravity_service.serve import serve
 
 
 def main() -> None:
-    """Read settings once and serve WebSockets without compression (14 KiB vs 64 KiB a socket); exits
-    non-zero if the key reader or the live stream dies."""
+    """Read settings once and serve WebSockets with :func:`~gravity_realtime.protocol.uvicorn_options`;
+    exits non-zero if the key reader or the live stream dies."""
     settings = Settings()
     logs.configure(settings.log_level)
     serve(
@@ -19,12 +19,8 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        ws=AbortableWebSocketProtocol,  # websockets-sansio that can drop a non-reading client
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.ping_interval_seconds,
-        ws_ping_timeout=settings.ping_timeout_seconds,
-        ws_max_queue=32,
         timeout_graceful_shutdown=5,
+        **uvicorn_options(settings),
     )
 
 

@@ -1,4 +1,5 @@
-"""The realtime app: the lifespan owns the key reader, the live stream and the registry client."""
+"""The realtime app: the lifespan owns the key reader, the live stream, the registry client and its key
+lookup."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from gravity_realtime import ws
 from gravity_realtime.consumer import LiveStream
 from gravity_realtime.handlers import KeyTable, LiveRouter
 from gravity_realtime.hub import Hub
+from gravity_realtime.keys import RegistryKeys, TokenBucket
+from gravity_realtime.redact import install_token_redaction
 from gravity_realtime.settings import Settings
 from gravity_service.errors import install_error_handlers
 from gravity_service.health import OK, health_router
@@ -24,6 +27,7 @@ __all__ = ["create_app"]
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the realtime app for ``settings``."""
+    install_token_redaction()
     hub = Hub()
     supervisor = Supervisor()
 
@@ -36,6 +40,17 @@ def create_app(settings: Settings) -> FastAPI:
         )
         live = LiveStream(settings, LiveRouter(hub))
         async with httpx.AsyncClient(base_url=settings.registry_url, timeout=10) as http:
+            if settings.key_lookup_path:
+                registry_keys = RegistryKeys(
+                    http,
+                    path=settings.key_lookup_path,
+                    hit_seconds=settings.key_cache_seconds,
+                    miss_seconds=settings.key_miss_cache_seconds,
+                    bucket=TokenBucket(settings.key_lookups_per_second, settings.key_lookup_burst),
+                    is_revoked=keys.is_revoked,
+                )
+                keys.on_revoked.append(registry_keys.forget)
+                app.state.registry_keys = registry_keys
             await key_reader.start()
             await live.start()
             app.state.keys, app.state.http = keys, http
@@ -52,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Gravity realtime", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings, app.state.hub = settings, hub
-    app.state.key_reader = app.state.live = None
+    app.state.key_reader = app.state.live = app.state.registry_keys = None
     state = app.state
 
     def api_keys() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 
 from gravity_events.kafka import Envelope
 from gravity_events.models import ApiKeyActive, ApiKeyRevoked, SmsInbound
@@ -16,12 +17,16 @@ log = logging.getLogger(__name__)
 
 
 class KeyTable:
-    """API-key SHA-256 → (keyId, tenantId), from the registry's change stream."""
+    """API-key SHA-256 → (keyId, tenantId), from the registry's change stream, and the ids of revoked
+    keys (so an answer of the registry's key lookup that crossed a revocation is not trusted)."""
 
     def __init__(self, hub: Hub) -> None:
         self._by_hash: dict[str, tuple[str, str]] = {}
         self._hash_of: dict[str, str] = {}
+        self._revoked: set[str] = set()
         self._hub = hub
+        self.on_revoked: list[Callable[[str], None]] = []
+        """Called with the keyId of each revocation (the lookup cache forgets the key)."""
 
     def apply(self, envelope: Envelope) -> None:
         """Apply one change; a revocation also closes the key's open sockets."""
@@ -33,7 +38,14 @@ class KeyTable:
             digest = self._hash_of.pop(event.key_id, None)
             if digest is not None:
                 self._by_hash.pop(digest, None)
+            self._revoked.add(event.key_id)
+            for forget in self.on_revoked:
+                forget(event.key_id)
             self._hub.close_key(event.key_id)
+
+    def is_revoked(self, key_id: str) -> bool:
+        """True once the key's revocation has been read."""
+        return key_id in self._revoked
 
     def lookup(self, api_key: str | None) -> tuple[str, str] | None:
         """(keyId, tenantId) of a presented key, or None. Dict lookup by digest, not by secret."""
@@ -71,4 +83,4 @@ class LiveRouter:
         (from the record's header) places it in the gateway's order."""
         if self._recent.first_time(event.message_id):
             position = (received_at, event.message_id) if received_at is not None else None
-            self._hub.broadcast(event.tenant_id, event.message_id, value, position)
+            self._hub.broadcast(event.tenant_id, value, position)

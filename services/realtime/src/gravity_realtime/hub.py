@@ -2,9 +2,13 @@
 
 A broadcast puts the same bytes into every queue of the tenant (encoded once, no task per frame); one
 writer task per connection drains its queue. A client whose queue is full is disconnected (1008) rather
-than allowed to grow the server's memory. While a connection replays history (``since``), live frames
-are held in its queue behind the history and de-duplicated by messageId at the seam; live frames at or
-before ``since`` in the gateway's order (a copy behind the one the client left) are dropped.
+than allowed to grow the server's memory.
+
+Each connection remembers the position (receivedAt, messageId) of the last frame it sent. A tenant's
+stream is published in the gateway's order, strictly increasing, so a frame at or before that position
+is one the client already has: a batch the registry published again after dying between publish and
+mark, a frame a resume's history already sent, or one at or before ``since`` from a copy that is behind
+the one the client left. It is dropped; one position per connection, whatever the duplicate window.
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from gravity_realtime.protocol import ABORT_EXTENSION
 
-__all__ = ["Client", "Hub", "Position", "Resume"]
+__all__ = ["Client", "Hub", "Position"]
 
 Position = tuple[str, str]
 """(receivedAt as the contract renders it, messageId): the gateway's order; the fixed-width timestamp
 compares as text."""
 
-_Item = tuple[str | None, Position | None, bytes]
-"""A queued frame: its messageId, its position (when known) and its bytes."""
+_Item = tuple[Position | None, bytes]
+"""A queued frame: its position (when known) and its bytes."""
 
 log = logging.getLogger(__name__)
 
@@ -43,33 +47,6 @@ def _abort(ws: WebSocket) -> bool:
     return True
 
 
-class Resume:
-    """A resume's seam: live frames up to ``since`` and the history's own messages are not sent again.
-
-    Live frames come in the gateway's order, so once one lies beyond both ``since`` and the history's last
-    message, no later one can repeat either, and the filter (with its set of ids) is dropped.
-    """
-
-    def __init__(self, since: Position) -> None:
-        self.since = since
-        self.sent_ids: set[str] = set()
-        self.end = since
-
-    def sent(self, message_id: str, position: Position) -> None:
-        """A history message went out."""
-        self.sent_ids.add(message_id)
-        self.end = max(self.end, position)
-
-    def admits(self, message_id: str, position: Position | None) -> bool:
-        """False for a live frame the client has: at or before ``since`` (a copy behind the one the client
-        left), or sent from history."""
-        return message_id not in self.sent_ids and (position is None or position > self.since)
-
-    def passed(self, position: Position) -> bool:
-        """True once live frames are beyond everything the resume covered."""
-        return position > self.end
-
-
 class Client:
     """One socket: its tenant, its key, its outbound queue."""
 
@@ -81,19 +58,30 @@ class Client:
         self.tenant_id = tenant_id
         self.key_id = key_id
         self.queue: asyncio.Queue[_Item | None] = asyncio.Queue(max_queued)
-        self.resume: Resume | None = None  # while live frames may repeat what the resume covered
+        self.last_sent: Position | None = None
+        """The last frame sent (or ``since``), in the gateway's order."""
         self.close_code: int | None = None
         self.closed = asyncio.Event()
 
-    def offer(self, message_id: str | None, frame: bytes, position: Position | None = None) -> None:
+    def offer(self, frame: bytes, position: Position | None = None) -> None:
         """Queue a frame, or mark the client for disconnection when its queue is full."""
         if self.close_code is not None:
             return
         try:
-            self.queue.put_nowait((message_id, position, frame))
+            self.queue.put_nowait((position, frame))
         except asyncio.QueueFull:
             log.info("client of %s does not read: disconnecting", self.tenant_id)
             self.close(CLOSE_BUFFER_FULL)
+
+    def admits(self, position: Position | None) -> bool:
+        """False for a frame at or before the last one sent: the client has it. A frame without a
+        position (a record without the receivedAt header) cannot be placed and is sent."""
+        return position is None or self.last_sent is None or position > self.last_sent
+
+    def sent(self, position: Position | None) -> None:
+        """A frame at ``position`` went out."""
+        if position is not None:
+            self.last_sent = position
 
     def close(self, code: int) -> None:
         """Ask the writer to close the socket with ``code``; drop the connection if it cannot."""
@@ -108,24 +96,43 @@ class Client:
                 except asyncio.QueueFull:
                     self.queue.get_nowait()
 
+    def drop(self) -> None:
+        """Drop the connection now (a client that does not take what is sent to it)."""
+        if self.close_code is None:
+            self.close_code = CLOSE_BUFFER_FULL
+        if _abort(self.ws):
+            log.info("client of %s does not read: connection dropped", self.tenant_id)
+
+    async def close_now(self, code: int) -> None:
+        """Close with ``code`` without sending what is queued (frames after it would leave a gap)."""
+        if self.close_code is None:
+            self.close_code = code
+        try:
+            if self.ws.application_state != WebSocketState.DISCONNECTED:
+                await asyncio.wait_for(self.ws.close(self.close_code), self.abort_after)
+        except TimeoutError:  # its socket buffer is full: the close frame cannot be written
+            self.drop()
+        except Exception:  # the peer went away
+            log.debug("socket close failed", exc_info=True)
+        finally:
+            self.closed.set()
+
     def _abort_if_open(self) -> None:
         if not self.closed.is_set() and _abort(self.ws):
             log.info("client of %s did not take its close frame: connection dropped", self.tenant_id)
 
     async def write_loop(self) -> None:
-        """Send queued frames in order until closed; skip what a resume already covered."""
+        """Send queued frames in order until closed; skip frames the client already has."""
         try:
             while True:
                 item = await self.queue.get()
                 if item is None:
                     break
-                message_id, position, frame = item
-                if self.resume is not None and message_id is not None:
-                    if not self.resume.admits(message_id, position):
-                        continue
-                    if position is not None and self.resume.passed(position):
-                        self.resume = None  # the stream is in gateway order: nothing later can repeat
+                position, frame = item
+                if not self.admits(position):
+                    continue
                 await self.ws.send_text(frame.decode())
+                self.sent(position)
         except Exception:  # the peer went away: nothing to deliver to any more
             log.debug("socket write failed", exc_info=True)
         finally:
@@ -145,6 +152,10 @@ class Hub:
     def __len__(self) -> int:
         return sum(len(c) for c in self._by_tenant.values())
 
+    def count_key(self, key_id: str) -> int:
+        """Open sockets of ``key_id``."""
+        return len(self._by_key.get(key_id, ()))
+
     def add(self, client: Client) -> None:
         """Start delivering the tenant's frames to ``client``."""
         self._by_tenant[client.tenant_id].add(client)
@@ -159,13 +170,11 @@ class Hub:
         if not self._by_key[client.key_id]:
             del self._by_key[client.key_id]
 
-    def broadcast(
-        self, tenant_id: str, message_id: str, frame: bytes, position: Position | None = None
-    ) -> int:
+    def broadcast(self, tenant_id: str, frame: bytes, position: Position | None = None) -> int:
         """Offer ``frame`` to every client of the tenant; return how many."""
         clients = self._by_tenant.get(tenant_id, ())
         for client in tuple(clients):
-            client.offer(message_id, frame, position)
+            client.offer(frame, position)
         return len(clients)
 
     def close_key(self, key_id: str, code: int = CLOSE_REVOKED) -> None:
