@@ -1,113 +1,122 @@
-"""The fanout process: the lifespan owns the producer, the delivery client, the apps table and the
-three consumers; HTTP serves health and readiness only (contract: port 8003)."""
+"""The fanout process: the lifespan owns the producer, the client pool, the apps table, the lanes and the
+four loops (apps change stream, inbound, retries, manual requests); HTTP serves health and readiness only
+(contract: port 8003).
+
+Where each part lives: :mod:`~gravity_fanout.apps` (the apps table), :mod:`~gravity_fanout.clients`
+(per-app HTTP pools), :mod:`~gravity_fanout.handlers` (one attempt and its records),
+:mod:`~gravity_fanout.schedule` (retry delays and partitions), :mod:`~gravity_fanout.lanes` (per-app
+isolation), :mod:`~gravity_fanout.windows` (in-flight windows and commit points),
+:mod:`~gravity_fanout.consumer` (``sms_inbound``), :mod:`~gravity_fanout.retries` (the retry queue),
+:mod:`~gravity_fanout.requests` (manual re-sends), :mod:`~gravity_fanout.health` (routes).
+
+The loops run under a :class:`~gravity_service.Supervisor`: one that dies is logged with its traceback,
+turns ``/readyz`` 503 and makes ``gravity_service.serve`` exit non-zero, so the process is restarted.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
-import orjson
 from fastapi import FastAPI
-from fastapi.responses import Response
 
 from gravity_events import topics
-from gravity_events.kafka import ChangeStreamReader, ensure_topics, make_producer
-from gravity_fanout.consumer import InboundConsumer, Lanes, RetryConsumer, make_request_consumer
-from gravity_fanout.handlers import AppTable, ClientPool, Deliverer, RetryPolicy
+from gravity_events.kafka import EventConsumer, ensure_topics, make_producer
+from gravity_fanout.apps import AppTable, make_apps_reader
+from gravity_fanout.clients import USER_AGENT, make_client_pool
+from gravity_fanout.consumer import InboundConsumer
+from gravity_fanout.handlers import Deliverer
+from gravity_fanout.health import Readiness, make_router
+from gravity_fanout.lanes import Lanes
+from gravity_fanout.requests import make_request_consumer
+from gravity_fanout.retries import RetryConsumer
+from gravity_fanout.schedule import RetryPolicy
 from gravity_fanout.settings import Settings
-from gravity_webhooks import DeliveryClient, SecretBox
+from gravity_service import Supervisor
+from gravity_webhooks import SecretBox
 
 __all__ = ["USER_AGENT", "create_app"]
 
-USER_AGENT = "Gravity-SMS-Webhooks/0.1.0"
+PLACEMENT_TIMEOUT = 60.0
+"""Seconds startup waits for the group to give the inbound consumer its partitions."""
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+async def _until(event: asyncio.Event, task: asyncio.Task[object], timeout: float | None = None) -> None:
+    """Wait for ``event``; raise if ``task`` ends first (startup fails rather than waiting forever)."""
+    waiter = asyncio.ensure_future(event.wait())
+    done, _ = await asyncio.wait({waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if waiter in done:
+        return
+    waiter.cancel()
+    if task in done:
+        raise RuntimeError(f"task {task.get_name()!r} ended during startup")
+    raise TimeoutError(f"task {task.get_name()!r} was not ready within {timeout} s")
+
+
+async def _close_all(consumers: Iterable[InboundConsumer | RetryConsumer | EventConsumer]) -> None:
+    """Leave every group (the loops have stopped); one failing to close does not keep the others open."""
+    await asyncio.gather(*(c.close() for c in consumers), return_exceptions=True)
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the fanout app for ``settings``."""
+    readiness = Readiness()
+    supervisor = Supervisor()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(settings)
-        producer = make_producer(settings, client_id="gravity-fanout")
-        await producer.start()
-        clients = ClientPool(
-            lambda: DeliveryClient(
-                production=settings.production,
-                user_agent=USER_AGENT,
-                timeout=settings.timeout_seconds,
-                max_connections=settings.max_connections_per_app,
-                max_keepalive_per_pool=settings.max_connections_per_app,
+        async with AsyncExitStack() as stack:
+            await ensure_topics(settings)
+            producer = make_producer(settings, client_id="gravity-fanout")
+            await producer.start()
+            stack.push_async_callback(producer.stop)  # last: attempts record through it
+            clients = make_client_pool(settings)
+            stack.push_async_callback(clients.aclose)
+            secret_key = settings.secret_key.get_secret_value() if settings.secret_key else ""
+            apps = AppTable(SecretBox(secret_key))
+            deliverer = Deliverer(
+                clients=clients,
+                producer=producer,
+                apps=apps,
+                policy=RetryPolicy(settings.retry_schedule, settings.retry_jitter),
+                disable_after=timedelta(seconds=settings.disable_after_seconds),
+                retry_partitions=len(await producer.partitions_for(topics.FANOUT_RETRY)),
+                group=settings.consumer_group,
             )
-        )
-        secret_key = settings.secret_key.get_secret_value() if settings.secret_key else ""
-        apps = AppTable(SecretBox(secret_key))
-        partitions = len(await producer.partitions_for(topics.FANOUT_RETRY))
-        deliverer = Deliverer(
-            clients=clients,
-            producer=producer,
-            apps=apps,
-            policy=RetryPolicy(settings.retry_schedule, settings.retry_jitter),
-            disable_after=timedelta(seconds=settings.disable_after_seconds),
-            retry_partitions=partitions,
-            group=settings.consumer_group,
-        )
-        lanes = Lanes(deliverer, settings)
+            lanes = Lanes(deliverer, settings)
 
-        def removed(app_id: str) -> None:
-            lanes.drop(app_id)
-            clients.drop(app_id)
+            def removed(app_id: str) -> None:
+                lanes.drop(app_id)
+                clients.drop(app_id)
 
-        apps.on_removed = removed
-        reader = ChangeStreamReader(
-            settings, topics=[topics.APPS], apply=apps.apply, client_id="gravity-fanout"
-        )
-        inbound = InboundConsumer(settings, apps, lanes, producer)
-        retries = RetryConsumer(settings, apps, deliverer, producer)
-        requests = make_request_consumer(settings, apps, deliverer, producer)
-        await reader.start()
-        reader_task = asyncio.create_task(reader.run(), name="apps-reader")
-        await reader.ready.wait()  # deliver nothing before every app is known
-        await asyncio.gather(inbound.start(), retries.start(), requests.start())
-        tasks = [
-            asyncio.create_task(inbound.run(), name="inbound"),
-            asyncio.create_task(retries.run(), name="retries"),
-            asyncio.create_task(requests.run(), name="requests"),
-        ]
-        await asyncio.wait_for(inbound.assigned.wait(), 60)  # ready = reading from a fixed position
-        app.state.apps, app.state.deliverer, app.state.ready = apps, deliverer, True
-        try:
+            apps.on_removed = removed
+            reader = make_apps_reader(settings, apps)
+            inbound = InboundConsumer(settings, apps, lanes, producer)
+            retries = RetryConsumer(settings, apps, deliverer, producer)
+            requests = make_request_consumer(settings, apps, deliverer, producer)
+            consumers = (inbound, retries, requests)
+            # Cleanup, in reverse of this order: out of rotation, stop the loops, end the first attempts
+            # the lanes hold (uncommitted: read again), leave the groups, close the reader.
+            stack.push_async_callback(reader.close)
+            stack.push_async_callback(_close_all, consumers)
+            stack.callback(lanes.close)
+            stack.push_async_callback(supervisor.stop)
+            stack.callback(readiness.stopping)
+
+            await reader.start()
+            await _until(reader.ready, supervisor.start("apps-reader", reader.run(), stop=reader.stop))
+            readiness.apps_loaded()  # deliver nothing before every app is known
+            await asyncio.gather(*(c.start() for c in consumers))
+            placed = supervisor.start("inbound", inbound.run(), stop=inbound.stop)
+            supervisor.start("retries", retries.run(), stop=retries.stop)
+            supervisor.start("requests", requests.run(), stop=requests.stop)
+            await _until(inbound.assigned, placed, PLACEMENT_TIMEOUT)  # reading from fixed positions
+            readiness.consumers_placed()
+            app.state.apps, app.state.deliverer, app.state.requests = apps, deliverer, requests
             yield
-        finally:
-            app.state.ready = False
-            inbound.stop()
-            retries.stop()
-            requests.stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            lanes.close()
-            await asyncio.gather(inbound.close(), retries.close(), requests.close(), return_exceptions=True)
-            reader.stop()
-            await reader_task
-            await reader.close()
-            await clients.aclose()
-            await producer.stop()
 
     app = FastAPI(title="Gravity fanout", version="0.1.0", lifespan=lifespan)
-    app.state.ready = False
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> Response:
-        return _json({"status": "ok"})
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
-        if app.state.ready:
-            return _json({"status": "ok"})
-        return _json({"status": "unavailable", "checks": {"apps": "loading", "consumers": "starting"}}, 503)
-
+    app.include_router(make_router(readiness, supervisor))
     return app

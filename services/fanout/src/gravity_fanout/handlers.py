@@ -1,17 +1,15 @@
-"""What fanout knows and does: the apps table (from the change stream), the retry schedule, and one
-delivery attempt with everything that follows from it (attempt record, next retry, disabling).
+"""One delivery attempt and everything that follows from it: the attempt record, the next retry,
+disabling an endpoint that has failed for too long.
 
-Apps arrive only from ``gravity.registry.apps.v1``; signing secrets travel there encrypted and are
-decrypted here with ``GRAVITY_SECRET_KEY``. Every attempt is published on ``gravity.deliveries.v1``;
-a failed one that may be retried is appended to ``gravity.fanout.retry.v1`` before the attempt counts
-as finished, so a crash never loses it.
+Every attempt is published on ``gravity.deliveries.v1``; a failed one that may be retried is appended to
+``gravity.fanout.retry.v1`` before the attempt counts as finished, so a crash never loses it. The same
+:class:`Deliverer` serves first attempts (lanes), retries and manual re-sends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,193 +21,22 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, ProducerClosed
 from gravity_events import topics
 from gravity_events.codec import encode, encode_headers
 from gravity_events.ids import utcnow
-from gravity_events.kafka import Envelope
-from gravity_events.models import (
-    AppDeleted,
-    AppEndpointDisabled,
-    AppUpserted,
-    DeliveryAttempt,
-    DeliveryRetry,
-    Event,
-    SmsInbound,
-)
-from gravity_webhooks import DecryptionError, DeliveryClient, DeliveryResult, SecretBox
+from gravity_events.models import AppEndpointDisabled, DeliveryAttempt, DeliveryRetry, Event, SmsInbound
+from gravity_fanout.apps import App, AppTable
+from gravity_fanout.clients import ClientPool
+from gravity_fanout.schedule import RETRY_GROUP_HEADER, RetryPolicy, retry_partition
+from gravity_webhooks import DeliveryResult
 
 __all__ = [
-    "RETRY_BUCKETS",
-    "RETRY_GROUP_HEADER",
-    "App",
-    "AppTable",
-    "ClientPool",
+    "RETRY_GROUP_HEADER",  # defined in gravity_fanout.schedule
     "Clock",
     "Deliverer",
-    "RetryPolicy",
-    "retry_partition",
+    "RetryPolicy",  # defined in gravity_fanout.schedule
 ]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-
-@dataclass
-class App:
-    """One app's delivery configuration, secrets decrypted."""
-
-    app_id: str
-    tenant_id: str
-    webhook_url: str | None
-    disabled: bool
-    secrets: list[tuple[str, datetime | None]]
-    updated_at: datetime
-    failing_since: datetime | None = None
-
-    def live_secrets(self, now: datetime) -> list[str]:
-        """Secrets to sign with now (the previous one only until its rotation window ends)."""
-        return [s for s, expires in self.secrets if expires is None or expires > now]
-
-    @property
-    def deliverable(self) -> bool:
-        """Has a URL, is enabled, and has a secret to sign with."""
-        return bool(self.webhook_url) and not self.disabled and bool(self.secrets)
-
-
-@dataclass
-class AppTable:
-    """appId → App and tenantId → its apps, kept current by the apps change stream."""
-
-    box: SecretBox
-    on_removed: Callable[[str], None] = lambda app_id: None
-    _apps: dict[str, App] = field(default_factory=dict)
-    _by_tenant: dict[str, dict[str, App]] = field(default_factory=dict)
-
-    def apply(self, envelope: Envelope) -> None:
-        """Apply one change record (last write wins, as on the compacted topic)."""
-        event = envelope.event
-        if isinstance(event, AppUpserted):
-            self._upsert(event)
-        elif isinstance(event, AppDeleted):
-            self._remove(event.app_id)
-
-    def _upsert(self, event: AppUpserted) -> None:
-        try:
-            secrets = [(self.box.decrypt(s.ciphertext), s.expires_at) for s in event.signing_secrets]
-        except DecryptionError:
-            log.error("app %s: its signing secret cannot be decrypted with GRAVITY_SECRET_KEY", event.app_id)
-            secrets = []
-        old = self._apps.get(event.app_id)
-        app = App(
-            app_id=event.app_id,
-            tenant_id=event.tenant_id,
-            webhook_url=event.webhook_url,
-            disabled=event.disabled,
-            secrets=secrets,
-            updated_at=event.updated_at,
-            failing_since=old.failing_since if old is not None and not event.disabled else None,
-        )
-        if old is not None and old.disabled and not event.disabled:
-            app.failing_since = None  # re-enabled: the failure clock starts again
-        self._apps[app.app_id] = app
-        self._by_tenant.setdefault(app.tenant_id, {})[app.app_id] = app
-        if not app.deliverable:
-            self.on_removed(app.app_id)
-
-    def _remove(self, app_id: str) -> None:
-        app = self._apps.pop(app_id, None)
-        if app is not None:
-            self._by_tenant.get(app.tenant_id, {}).pop(app_id, None)
-        self.on_removed(app_id)
-
-    def get(self, app_id: str) -> App | None:
-        """The app, if it exists."""
-        return self._apps.get(app_id)
-
-    def targets(self, tenant_id: str) -> list[App]:
-        """The tenant's apps that receive deliveries now."""
-        return [a for a in self._by_tenant.get(tenant_id, {}).values() if a.deliverable]
-
-    def __len__(self) -> int:
-        return len(self._apps)
-
-
-RETRY_GROUP_HEADER = "gravity-fanout-group"
-"""Record header naming the deployment (consumer group) that scheduled a retry. Retries belong to the
-deployment that scheduled them: a second deployment on the same cluster (staging, a renamed group, a
-test) reads the same topic and must neither redo them nor disturb their timing."""
-
-RETRY_BUCKETS = (10.0, 60.0, 300.0, 1200.0, 3600.0, 14400.0, 28800.0)
-"""Upper bounds (seconds) of the delay buckets; bucket i is partition i of the retry topic."""
-
-
-def retry_partition(delay: float, partitions: int) -> int:
-    """The retry-topic partition for a retry due in ``delay`` seconds.
-
-    Records of one partition have delays of the same order, so the partition's head is (nearly) always
-    the next one due, and a long ``Retry-After`` never holds up short retries. A retry may therefore
-    run late by at most its bucket's width (e.g. up to 50 s for delays between 10 s and 60 s).
-    """
-    bucket = next((i for i, bound in enumerate(RETRY_BUCKETS) if delay < bound), len(RETRY_BUCKETS))
-    return min(bucket, partitions - 1)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """When the next attempt happens, and whether there is one."""
-
-    schedule: Sequence[float]
-    jitter: float = 0.1
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, attempt: int, result: DeliveryResult) -> float | None:
-        """Seconds until attempt ``attempt + 1`` after attempt ``attempt`` failed; None: give up.
-
-        ``Retry-After`` on 429/503 is honoured (never shorter than it). Any other 4xx except 408 ends
-        retries: the endpoint refused this payload and the same bytes would be refused again.
-        """
-        status = result.status
-        if status is not None and 400 <= status < 500 and status not in (408, 429):
-            return None
-        if attempt > len(self.schedule):
-            return None
-        base = self.schedule[attempt - 1]
-        delay = base * (1 + self.rng.uniform(-self.jitter, self.jitter))
-        if status in (429, 503) and result.retry_after is not None:
-            delay = max(delay, result.retry_after)
-        return delay
-
-
-class ClientPool:
-    """One :class:`DeliveryClient` (one connection pool) per app.
-
-    Measured here: a single httpx pool shared by 100 concurrent deliveries managed 79 requests/s, one pool
-    per endpoint 530/s on the same machine (httpx's pool degrades with many waiters, encode/httpx#3215).
-    Per-app pools also keep one endpoint's connections from starving another's.
-    """
-
-    def __init__(self, make: Callable[[], DeliveryClient]) -> None:
-        self._make = make
-        self._clients: dict[str, DeliveryClient] = {}
-        self._closing: set[asyncio.Task[None]] = set()
-
-    def get(self, app_id: str) -> DeliveryClient:
-        """The app's client."""
-        client = self._clients.get(app_id)
-        if client is None:
-            client = self._clients[app_id] = self._make()
-        return client
-
-    def drop(self, app_id: str) -> None:
-        """Close the app's connections (it was removed, disabled or lost its URL)."""
-        client = self._clients.pop(app_id, None)
-        if client is not None:
-            task = asyncio.get_running_loop().create_task(client.aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
-    async def aclose(self) -> None:
-        """Close every client."""
-        clients, self._clients = list(self._clients.values()), {}
-        await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
 
 
 RECORD_PAUSE_FIRST = 0.5
