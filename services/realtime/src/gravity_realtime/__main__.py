@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from gravity_events import logs
 from gravity_realtime.app import create_app
 from gravity_realtime.protocol import uvicorn_options
 from gravity_realtime.settings import Settings
 from gravity_service.serve import serve
+from gravity_service.telemetry import setup
 
 
 def main() -> None:
     """Read settings once and serve WebSockets with :func:`~gravity_realtime.protocol.uvicorn_options`;
     exits non-zero if the key reader or the live stream dies."""
     settings = Settings()
-    logs.configure(settings.log_level)
+    setup(settings, service="realtime")
     serve(
         create_app(settings),
         host=settings.host,

@@ -20,6 +20,7 @@ from gravity_realtime.redact import install_token_redaction
 from gravity_realtime.settings import Settings
 from gravity_service.errors import install_error_handlers
 from gravity_service.health import OK, health_router
+from gravity_service.metrics import RealtimeMetrics, install_metrics
 from gravity_service.tasks import Supervisor
 
 __all__ = ["create_app"]
@@ -28,7 +29,8 @@ __all__ = ["create_app"]
 def create_app(settings: Settings) -> FastAPI:
     """Build the realtime app for ``settings``."""
     install_token_redaction()
-    hub = Hub()
+    metrics = RealtimeMetrics(tenant_labels=settings.metrics_tenant_labels)
+    hub = Hub(metrics)
     supervisor = Supervisor()
 
     @contextlib.asynccontextmanager
@@ -53,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.registry_keys = registry_keys
             await key_reader.start()
             await live.start()
+            metrics.consumer_lag.track(key_reader)
             app.state.keys, app.state.http = keys, http
             app.state.key_reader, app.state.live = key_reader, live
             supervisor.start("api-keys-reader", key_reader.run(), stop=key_reader.stop)
@@ -66,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await live.close()
 
     app = FastAPI(title="Gravity realtime", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.settings, app.state.hub = settings, hub
+    app.state.settings, app.state.hub, app.state.metrics = settings, hub, metrics
     app.state.key_reader = app.state.live = app.state.registry_keys = None
     state = app.state
 
@@ -82,4 +85,5 @@ def create_app(settings: Settings) -> FastAPI:
     checks = {"apiKeys": api_keys, "stream": stream}
     app.include_router(health_router(checks, supervisor=supervisor, extra=lambda: {"connections": len(hub)}))
     app.include_router(ws.router)
+    install_metrics(app, metrics)
     return app

@@ -17,10 +17,15 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from gravity_realtime.closecodes import CLOSE_BUFFER_FULL, CLOSE_RESTART, CLOSE_REVOKED, reason
 from gravity_realtime.protocol import ABORT_EXTENSION
+
+if TYPE_CHECKING:
+    from gravity_service.metrics import RealtimeMetrics
 
 __all__ = ["Client", "Hub", "Position"]
 
@@ -32,10 +37,6 @@ _Item = tuple[Position | None, bytes]
 """A queued frame: its position (when known) and its bytes."""
 
 log = logging.getLogger(__name__)
-
-CLOSE_BUFFER_FULL = 1008
-CLOSE_REVOKED = 4401
-CLOSE_RESTART = 1012
 
 
 def _abort(ws: WebSocket) -> bool:
@@ -145,9 +146,10 @@ class Client:
 class Hub:
     """Every open client of this process, by tenant and by API key."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: RealtimeMetrics | None = None) -> None:
         self._by_tenant: dict[str, set[Client]] = defaultdict(set)
         self._by_key: dict[str, set[Client]] = defaultdict(set)
+        self._metrics = metrics
 
     def __len__(self) -> int:
         return sum(len(c) for c in self._by_tenant.values())
@@ -160,21 +162,30 @@ class Hub:
         """Start delivering the tenant's frames to ``client``."""
         self._by_tenant[client.tenant_id].add(client)
         self._by_key[client.key_id].add(client)
+        if self._metrics is not None:
+            self._metrics.connections.inc()
 
     def remove(self, client: Client) -> None:
         """Stop delivering to ``client``."""
         self._by_tenant[client.tenant_id].discard(client)
         if not self._by_tenant[client.tenant_id]:
             del self._by_tenant[client.tenant_id]
+        if client not in self._by_key.get(client.key_id, ()):
+            return
         self._by_key[client.key_id].discard(client)
         if not self._by_key[client.key_id]:
             del self._by_key[client.key_id]
+        if self._metrics is not None:
+            self._metrics.connections.dec()
+            self._metrics.clients_closed.labels(reason(client.close_code)).inc()
 
     def broadcast(self, tenant_id: str, frame: bytes, position: Position | None = None) -> int:
         """Offer ``frame`` to every client of the tenant; return how many."""
         clients = self._by_tenant.get(tenant_id, ())
         for client in tuple(clients):
             client.offer(frame, position)
+        if clients and self._metrics is not None:
+            self._metrics.labels(self._metrics.frames_sent, tenant_id=tenant_id).inc(len(clients))
         return len(clients)
 
     def close_key(self, key_id: str, code: int = CLOSE_REVOKED) -> None:

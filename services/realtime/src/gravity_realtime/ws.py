@@ -29,6 +29,14 @@ from starlette.websockets import WebSocketDisconnect
 from gravity_events.codec import encode
 from gravity_events.ids import parse_timestamp
 from gravity_events.models import SmsInbound
+from gravity_realtime.closecodes import (
+    CLOSE_NOT_FOUND,
+    CLOSE_RESUME_TOO_FAR,
+    CLOSE_TOO_BIG,
+    CLOSE_TOO_MANY,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHORIZED,
+)
 from gravity_realtime.hub import Client, Position
 from gravity_realtime.keys import LookupUnavailable
 from gravity_service.errors import error_body, json_response
@@ -39,12 +47,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN = 1013
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_NOT_FOUND = 4404
-CLOSE_RESUME_TOO_FAR = 4413
-CLOSE_TOO_MANY = 4429
 
 PAGE_SIZE = 100
 """History messages asked of the registry at a time (its largest page)."""
