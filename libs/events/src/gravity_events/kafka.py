@@ -28,7 +28,7 @@ from opentelemetry.context import Context
 
 from gravity_events import topics as topic_names
 from gravity_events.codec import CodecError, encode, encode_headers
-from gravity_events.lag import CONSUMER_LAG, ConsumerLag, partition_lag
+from gravity_events.lag import CONSUMER_LAG, ConsumerLag, StoppableConsumer, partition_lag
 from gravity_events.models import Event
 from gravity_events.records import Envelope, decode_record, record_headers
 from gravity_events.settings import KafkaSettings
@@ -193,7 +193,7 @@ async def dead_letter(
 BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
 
 
-class EventConsumer:
+class EventConsumer(StoppableConsumer):
     """A consumer-group member: ``getmany`` → decode → ``handler(batch)`` → commit.
 
     Offsets are committed only after the handler returned, so the handler's effects must be durable
@@ -218,8 +218,7 @@ class EventConsumer:
         self._producer = producer
         self._max_records = max_records
         self._retry_backoff = retry_backoff
-        self._stopping = asyncio.Event()
-        self._closed = False
+        super().__init__()
         self.lag_group = group_id
         """The ``group`` label of this consumer's lag: its consumer group."""
         self.caught_up = asyncio.Event()
@@ -240,19 +239,6 @@ class EventConsumer:
     async def start(self) -> None:
         """Connect and join the group."""
         await self._consumer.start()
-
-    def stop(self) -> None:
-        """Ask the loop to finish its batch and return."""
-        self._stopping.set()
-
-    async def close(self) -> None:
-        """Leave the group and close the connection."""
-        self._closed = True
-        await self._consumer.stop()
-
-    def lag(self) -> dict[TopicPartition, int]:
-        """Records behind the end of each assigned partition (see :func:`partition_lag`); none once closed."""
-        return {} if self._closed else partition_lag(self._consumer)
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Consume until :meth:`stop` (or, with ``until_idle``, until a poll finds nothing)."""

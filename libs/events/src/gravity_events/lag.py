@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Iterable
 from typing import Protocol
@@ -10,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["CONSUMER_LAG", "ConsumerLag", "partition_lag"]
+__all__ = ["CONSUMER_LAG", "ConsumerLag", "StoppableConsumer", "partition_lag"]
 
 
 def partition_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
@@ -79,3 +80,30 @@ class ConsumerLag(Collector):
 
 CONSUMER_LAG = "gravity_kafka_consumer_lag"
 """The metric :class:`ConsumerLag` exposes."""
+
+
+class StoppableConsumer:
+    """What Gravity's consumer loops share: a stop signal, a close, and their lag.
+
+    Subclasses set ``_consumer`` and ``lag_group`` and run their own loop until ``_stopping`` is set.
+    """
+
+    _consumer: AIOKafkaConsumer
+    lag_group: str
+
+    def __init__(self) -> None:
+        self._stopping = asyncio.Event()
+        self._closed = False
+
+    def stop(self) -> None:
+        """Ask the loop to finish what it holds and return."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        """Close the connection (a group member leaves its group)."""
+        self._closed = True
+        await self._consumer.stop()
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the end of each assigned partition (see :func:`partition_lag`); none once closed."""
+        return {} if self._closed else partition_lag(self._consumer)

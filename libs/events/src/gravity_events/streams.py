@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gravity_events.codec import CodecError
-from gravity_events.lag import partition_lag
+from gravity_events.lag import StoppableConsumer
 from gravity_events.records import Envelope, decode_record
 from gravity_events.settings import KafkaSettings
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 EnvelopeApplier = Callable[[Envelope], None]
 
 
-class ChangeStreamReader:
+class ChangeStreamReader(StoppableConsumer):
     """Replays compacted change topics from the beginning into memory, then follows them.
 
     Not a group member: every copy of a service reads every partition. ``apply`` is called for each
@@ -48,8 +48,7 @@ class ChangeStreamReader:
     ) -> None:
         self._topics = list(topics)
         self._apply = apply
-        self._stopping = asyncio.Event()
-        self._closed = False
+        super().__init__()
         self.lag_group = client_id
         """The ``group`` label of this reader's lag: not a consumer group, so its client id."""
         self.ready = asyncio.Event()
@@ -87,19 +86,6 @@ class ChangeStreamReader:
         self._consumer.assign(partitions)
         for tp in partitions:
             self._consumer.seek(tp, 0)
-
-    def stop(self) -> None:
-        """Ask the loop to return."""
-        self._stopping.set()
-
-    async def close(self) -> None:
-        """Close the connection."""
-        self._closed = True
-        await self._consumer.stop()
-
-    def lag(self) -> dict[TopicPartition, int]:
-        """Records behind the end of each partition (see :func:`partition_lag`); none once closed."""
-        return {} if self._closed else partition_lag(self._consumer)
 
     def _caught_up(self) -> bool:
         for tp, target in self._targets.items():
