@@ -6,6 +6,10 @@ per domain), :mod:`~gravity_registry.handlers` (what the registry does), :mod:`~
 SQL statement), :mod:`~gravity_registry.consumer` (the two consumers), :mod:`~gravity_registry.ringcentral`
 (the RingCentral client). The background loops run under a :class:`~gravity_service.tasks.Supervisor`: one
 that dies turns ``/readyz`` 503, and under ``serve()`` ends the process with a non-zero status.
+
+Before the app is ready the lifespan republishes a change stream the broker lost
+(:mod:`~gravity_registry.handlers.republish`). Every request body is capped before it is parsed
+(:class:`~gravity_registry.limits.BodyLimit`); test webhooks and re-sends are rate-limited per tenant.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from gravity_registry import db
 from gravity_registry.api import router
 from gravity_registry.consumer import make_delivery_log, make_projection
 from gravity_registry.errors import install_error_handlers
-from gravity_registry.handlers import ConnectionKeeper, Connections, OutboxPublisher
+from gravity_registry.handlers import ConnectionKeeper, Connections, OutboxPublisher, drain_outbox, republish
+from gravity_registry.limits import BodyLimit, TokenBuckets
 from gravity_registry.ringcentral import RingCentralClient
 from gravity_registry.settings import Settings
 from gravity_service.health import OK, Check, health_router
@@ -53,6 +58,8 @@ def create_app(settings: Settings) -> FastAPI:
             producer = make_producer(settings, client_id="gravity-registry")
             await producer.start()
             outbox = OutboxPublisher(pool, producer, sweep_seconds=settings.outbox_sweep_seconds)
+            if settings.republish_check:
+                await _republish_if_lost(settings, pool, outbox)
             projection = make_projection(settings, pool, producer)
             delivery_log = make_delivery_log(settings, pool, producer, outbox)
             await asyncio.gather(projection.start(), delivery_log.start())  # group joins overlap
@@ -92,10 +99,30 @@ def create_app(settings: Settings) -> FastAPI:
     secret_key = settings.secret_key.get_secret_value() if settings.secret_key else ""
     box = SecretBox(secret_key)
     app.state.secret_box = box
+    app.state.test_webhook_limit = TokenBuckets(
+        what="test-webhook", per_minute=settings.test_webhook_per_minute, burst=settings.test_webhook_burst
+    )
+    app.state.resend_limit = TokenBuckets(
+        what="re-send", per_minute=settings.resend_per_minute, burst=settings.resend_burst
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(health_router(_readiness_checks(app), supervisor=supervisor))
     return app
+
+
+async def _republish_if_lost(settings: Settings, pool: asyncpg.Pool, outbox: OutboxPublisher) -> None:
+    """Before ready: republish a change stream that lacks entities of the database, and publish it now
+    rather than at the outbox's first sweep (another copy holding the outbox lock publishes it instead)."""
+    states = await republish(pool, settings, mode="check")
+    if states and any(s.republished for s in states):
+        published = await drain_outbox(pool, outbox, timeout=30)
+        log.info(
+            "republished the change streams from the database%s: %s",
+            "" if published else " (publishing continues in the background)",
+            ", ".join(f"{s.topic} {s.republished}" for s in states),
+        )
 
 
 def _readiness_checks(app: FastAPI) -> dict[str, Check]:

@@ -37,6 +37,23 @@ class Settings(ServiceSettings, KafkaSettings):
     order_lock_timeout_seconds: float = Field(
         30.0, gt=0, validation_alias="GRAVITY_REGISTRY_ORDER_LOCK_TIMEOUT_SECONDS"
     )
+    # Limits: what one tenant may make the registry do
+    max_body_bytes: int = Field(64 * 1024, gt=0, validation_alias="GRAVITY_REGISTRY_MAX_BODY_BYTES")
+    """Largest request body; a larger one is refused with 413 before it is parsed."""
+    max_apps_per_tenant: int = Field(100, ge=1, le=1_000, validation_alias="GRAVITY_MAX_APPS_PER_TENANT")
+    """Apps one tenant may have; the next ``POST /v1/apps`` is 409. It also bounds ``GET /v1/apps``, which
+    answers every app of the tenant in one response (hence the upper bound of 1,000)."""
+    test_webhook_per_minute: float = Field(
+        10, gt=0, validation_alias="GRAVITY_REGISTRY_TEST_WEBHOOK_PER_MINUTE"
+    )
+    test_webhook_burst: int = Field(5, ge=1, validation_alias="GRAVITY_REGISTRY_TEST_WEBHOOK_BURST")
+    """``POST /v1/apps/{appId}/test-webhook`` per tenant: a token bucket of ``burst`` tokens refilled at
+    ``per_minute``; an empty bucket answers 429 with ``Retry-After``."""
+    resend_per_minute: float = Field(60, gt=0, validation_alias="GRAVITY_REGISTRY_RESEND_PER_MINUTE")
+    resend_burst: int = Field(20, ge=1, validation_alias="GRAVITY_REGISTRY_RESEND_BURST")
+    """``POST /v1/apps/{appId}/deliveries/{messageId}/retry`` per tenant, the same way."""
+    republish_check: bool = Field(True, validation_alias="GRAVITY_REGISTRY_REPUBLISH_CHECK")
+    """At start, before ready: republish a change stream that lacks a live entity of the database."""
     # RingCentral connections and their keeper
     rc_timeout_seconds: float = Field(10.0, validation_alias="GRAVITY_RC_TIMEOUT_SECONDS")
     rc_subscription_expires_in: int = Field(
@@ -47,7 +64,29 @@ class Settings(ServiceSettings, KafkaSettings):
     rc_retry_seconds: float = Field(30, validation_alias="GRAVITY_RC_RETRY_SECONDS")
     rc_token_margin_seconds: float = Field(300, validation_alias="GRAVITY_RC_TOKEN_MARGIN_SECONDS")
     rc_backfill_overlap_seconds: float = Field(300, validation_alias="GRAVITY_RC_BACKFILL_OVERLAP_SECONDS")
+    rc_retry_max_seconds: float = Field(3600, gt=0, validation_alias="GRAVITY_RC_RETRY_MAX_SECONDS")
+    """The longest back-off after repeated failed checks (each failure doubles ``rc_retry_seconds``)."""
+    rc_call_deadline_seconds: float = Field(30, gt=0, validation_alias="GRAVITY_RC_CALL_DEADLINE_SECONDS")
+    """One RingCentral call, start to last byte, whatever the server trickles."""
+    rc_check_deadline_seconds: float = Field(300, gt=0, validation_alias="GRAVITY_RC_CHECK_DEADLINE_SECONDS")
+    """One keeper check of one connection, every call and the backfill included."""
+    rc_max_response_bytes: int = Field(1_048_576, ge=4096, validation_alias="GRAVITY_RC_MAX_RESPONSE_BYTES")
+    """The most of one RingCentral answer read; a longer one is a failed call."""
+    rc_backfill_max_pages: int = Field(50, ge=1, validation_alias="GRAVITY_RC_BACKFILL_MAX_PAGES")
+    """Message-store pages one backfill reads (100 messages each) before it stops."""
+    rc_keeper_concurrency: int = Field(8, ge=1, validation_alias="GRAVITY_RC_KEEPER_CONCURRENCY")
+    """Connections one registry copy checks at the same time."""
+    rc_allowed_hosts: str = Field(
+        "platform.ringcentral.com,platform.devtest.ringcentral.com",
+        validation_alias="GRAVITY_RC_ALLOWED_HOSTS",
+    )
+    """Comma-separated hosts a ``serverUrl`` may name in production (development allows any)."""
     keeper_poll_seconds: float = Field(1.0, validation_alias="GRAVITY_REGISTRY_KEEPER_POLL_SECONDS")
+
+    @property
+    def rc_allowed_host_set(self) -> frozenset[str]:
+        """``GRAVITY_RC_ALLOWED_HOSTS`` as lower-case host names."""
+        return frozenset(h.strip().lower().rstrip(".") for h in self.rc_allowed_hosts.split(",") if h.strip())
 
     @property
     def webhook_address(self) -> str:

@@ -86,12 +86,32 @@ class TestWebhookResult(Out):
     body: str = Field(description="the response body cut to 4 KiB, or why there is none")
 
 
-@router.post("/v1/apps", status_code=201, response_model=AppCreated, responses=errors(400, 401, 422, 503))
+@router.post(
+    "/v1/apps",
+    status_code=201,
+    response_model=AppCreated,
+    responses=errors(
+        400,
+        401,
+        409,
+        413,
+        422,
+        503,
+        conflict="the tenant has 100 apps, the most it may have; delete one first",
+    ),
+)
 async def create_app(request: Request, body: AppIn, caller: TenantCaller) -> Response:
-    """An app and its signing secret, shown this once."""
-    url = await handlers.checked_webhook_url(body.webhook_url, production=deps.settings(request).production)
+    """An app and its signing secret, shown this once; 409 when the tenant has as many apps as it may
+    (``GRAVITY_MAX_APPS_PER_TENANT``, 100 by default)."""
+    settings = deps.settings(request)
+    url = await handlers.checked_webhook_url(body.webhook_url, production=settings.production)
     created = await handlers.create_app(
-        deps.pool(request), deps.box(request), tenant_id=caller.tenant_id, name=body.name, webhook_url=url
+        deps.pool(request),
+        deps.box(request),
+        tenant_id=caller.tenant_id,
+        name=body.name,
+        webhook_url=url,
+        max_apps=settings.max_apps_per_tenant,
     )
     deps.changed(request)
     return json_response(created, 201)
@@ -99,7 +119,7 @@ async def create_app(request: Request, body: AppIn, caller: TenantCaller) -> Res
 
 @router.get("/v1/apps", response_model=AppList, responses=errors(401, 422, 503))
 async def list_apps(request: Request, caller: TenantCaller) -> Response:
-    """The tenant's apps, oldest first."""
+    """The tenant's apps, oldest first: all of them (at most ``GRAVITY_MAX_APPS_PER_TENANT``)."""
     return json_response(await handlers.list_apps(deps.pool(request), tenant_id=caller.tenant_id))
 
 
@@ -112,7 +132,9 @@ async def get_app(request: Request, app_id: str, caller: TenantCaller) -> Respon
 
 
 @router.put(
-    "/v1/apps/{app_id}", response_model=App, responses=errors(400, 401, 404, 422, 503, not_found=_NO_APP)
+    "/v1/apps/{app_id}",
+    response_model=App,
+    responses=errors(400, 401, 404, 413, 422, 503, not_found=_NO_APP),
 )
 async def update_app(request: Request, app_id: str, body: AppChange, caller: TenantCaller) -> Response:
     """Change name, webhookUrl (null removes it) or disabled; fanout learns it within seconds."""
@@ -166,11 +188,13 @@ async def rotate_secret(request: Request, app_id: str, caller: TenantCaller) -> 
     "/v1/apps/{app_id}/test-webhook",
     response_model=TestWebhookResult,
     responses=errors(
-        401, 404, 409, 422, 503, not_found=_NO_APP, conflict="the app has no webhookUrl to test"
+        401, 404, 409, 422, 429, 503, not_found=_NO_APP, conflict="the app has no webhookUrl to test"
     ),
 )
 async def test_webhook(request: Request, app_id: str, caller: TenantCaller) -> Response:
-    """POST a signed test event to the app's webhookUrl and report the answer."""
+    """POST a signed test event to the app's webhookUrl and report the answer. Rate-limited per tenant
+    (``GRAVITY_REGISTRY_TEST_WEBHOOK_*``): 429 ``rate_limited`` with ``Retry-After``."""
+    deps.limit_test_webhook(request, caller)
     result = await handlers.send_test_webhook(
         deps.pool(request),
         deps.box(request),

@@ -86,13 +86,16 @@ async def list_deliveries(
         404,
         409,
         422,
+        429,
         503,
         not_found="no such message",
         conflict="the app has no webhookUrl to deliver to",
     ),
 )
 async def retry_delivery(request: Request, app_id: str, message_id: str, caller: TenantCaller) -> Response:
-    """Send one stored message to the app again, now (fanout records the attempt)."""
+    """Send one stored message to the app again, now (fanout records the attempt). Rate-limited per tenant
+    (``GRAVITY_REGISTRY_RESEND_*``): 429 ``rate_limited`` with ``Retry-After``."""
+    deps.limit_resend(request, caller)
     queued = await handlers.request_delivery(
         deps.pool(request), tenant_id=caller.tenant_id, app_id=app_id, message_id=message_id
     )

@@ -9,8 +9,9 @@ import asyncpg
 from fastapi import Depends, Header, Request
 
 from gravity_registry import handlers
-from gravity_registry.errors import NotFound, Unauthorized
+from gravity_registry.errors import NotFound, Unauthorized, ValidationFailed
 from gravity_registry.handlers import Caller, Connections
+from gravity_registry.limits import TokenBuckets
 from gravity_registry.settings import Settings
 from gravity_webhooks import DeliveryClient, SecretBox
 
@@ -22,8 +23,11 @@ __all__ = [
     "changed",
     "connections",
     "delivery_client",
+    "limit_resend",
+    "limit_test_webhook",
     "pool",
     "require_admin",
+    "require_storable_parameters",
     "require_tenant",
     "settings",
 ]
@@ -62,6 +66,34 @@ def delivery_client(request: Request) -> DeliveryClient:
 def changed(request: Request) -> None:
     """A change was committed with outbox records: publish them now, not at the next sweep."""
     request.app.state.outbox.wake()
+
+
+def limit_test_webhook(request: Request, caller: Caller) -> None:
+    """Spend one of the tenant's test-webhook tokens (429 ``rate_limited`` when there is none)."""
+    buckets: TokenBuckets = request.app.state.test_webhook_limit
+    buckets.take(caller.tenant_id)
+
+
+def limit_resend(request: Request, caller: Caller) -> None:
+    """Spend one of the tenant's re-send tokens (429 ``rate_limited`` when there is none)."""
+    buckets: TokenBuckets = request.app.state.resend_limit
+    buckets.take(caller.tenant_id)
+
+
+def require_storable_parameters(request: Request) -> None:
+    """Refuse a path or query value with a NUL character (422 naming it): PostgreSQL text cannot hold one,
+    and no id or filter the API knows contains one."""
+    problems = [
+        {"field": f"{where}.{name}", "message": "must not contain the NUL character (U+0000)"}
+        for where, values in (
+            ("path", request.path_params.items()),
+            ("query", request.query_params.multi_items()),
+        )
+        for name, value in values
+        if isinstance(value, str) and "\x00" in value
+    ]
+    if problems:
+        raise ValidationFailed("the request is not valid", problems)
 
 
 async def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:

@@ -47,7 +47,7 @@ class DevSubscription(Out):
     status_code=201,
     dependencies=[DevOnly, Admin],
     response_model=DevSubscription,
-    responses=errors(400, 401, 404, 422, 503, unauthorized=_ADMIN, not_found="no such tenant"),
+    responses=errors(400, 401, 404, 413, 422, 503, unauthorized=_ADMIN, not_found="no such tenant"),
 )
 async def create_dev_subscription(request: Request, body: DevSubscriptionIn) -> Response:
     """A RingCentral subscription record without RingCentral, for local testing and the README."""

@@ -70,11 +70,23 @@ _ERRORS: dict[int, tuple[str, str, str, Any]] = {
         None,
     ),
     409: ("conflict", "The request conflicts with the resource's state.", "conflict", None),
+    413: (
+        "payload_too_large",
+        "The request body is larger than GRAVITY_REGISTRY_MAX_BODY_BYTES (64 KiB by default).",
+        "the request body is larger than 65536 bytes",
+        {"limit": 65536},
+    ),
     422: (
         "validation_error",
         "A field breaks a rule; details names the offending field(s).",
         "the request is not valid",
         [{"field": "name", "message": "Field required"}],
+    ),
+    429: (
+        "rate_limited",
+        "Too many of these requests for this tenant; retry after the Retry-After header's seconds.",
+        "too many test-webhook requests for this tenant; retry in 6 s",
+        {"retryAfterSeconds": 6},
     ),
     502: (
         "ringcentral_error",

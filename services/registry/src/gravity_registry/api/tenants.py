@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import Field
 
@@ -59,9 +61,11 @@ class TenantCreated(Tenant):
 
 
 class TenantList(Out):
-    """``GET /v1/tenants``: every tenant, oldest first."""
+    """``GET /v1/tenants``: a page of tenants, oldest first; ``nextCursor`` fetches the next page (null on
+    the last)."""
 
     tenants: list[Tenant]
+    next_cursor: str | None
 
 
 class ApiKey(Out):
@@ -83,9 +87,15 @@ class ApiKeyCreated(Out):
 
 
 class ApiKeyList(Out):
-    """``GET /v1/api-keys``: the tenant's keys, oldest first."""
+    """``GET /v1/api-keys``: a page of the tenant's keys, oldest first; ``nextCursor`` fetches the next page
+    (null on the last)."""
 
     api_keys: list[ApiKey]
+    next_cursor: str | None
+
+
+Limit = Annotated[int, Query(ge=1, le=100, description="items per page")]
+Cursor = Annotated[str | None, Query(max_length=200, description="nextCursor of the previous page")]
 
 
 _ADMIN = "the admin token is required: Authorization: Bearer <GRAVITY_ADMIN_TOKEN>"
@@ -96,7 +106,7 @@ _ADMIN = "the admin token is required: Authorization: Bearer <GRAVITY_ADMIN_TOKE
     status_code=201,
     dependencies=[Admin],
     response_model=TenantCreated,
-    responses=errors(400, 401, 422, 503, unauthorized=_ADMIN),
+    responses=errors(400, 401, 413, 422, 503, unauthorized=_ADMIN),
 )
 async def create_tenant(request: Request, body: TenantIn) -> Response:
     """A tenant and its first API key, shown this once."""
@@ -111,13 +121,13 @@ async def create_tenant(request: Request, body: TenantIn) -> Response:
     response_model=TenantList,
     responses=errors(401, 422, 503, unauthorized=_ADMIN),
 )
-async def list_tenants(request: Request) -> Response:
-    """Every tenant."""
-    return json_response(await handlers.list_tenants(deps.pool(request)))
+async def list_tenants(request: Request, limit: Limit = 100, cursor: Cursor = None) -> Response:
+    """Tenants oldest first, ``limit`` (1 to 100, default 100) per page."""
+    return json_response(await handlers.list_tenants(deps.pool(request), limit=limit, cursor=cursor))
 
 
 @router.post(
-    "/v1/api-keys", status_code=201, response_model=ApiKeyCreated, responses=errors(400, 401, 422, 503)
+    "/v1/api-keys", status_code=201, response_model=ApiKeyCreated, responses=errors(400, 401, 413, 422, 503)
 )
 async def create_api_key(request: Request, body: ApiKeyIn, caller: TenantCaller) -> Response:
     """Another key, shown this once."""
@@ -127,9 +137,14 @@ async def create_api_key(request: Request, body: ApiKeyIn, caller: TenantCaller)
 
 
 @router.get("/v1/api-keys", response_model=ApiKeyList, responses=errors(401, 422, 503))
-async def list_api_keys(request: Request, caller: TenantCaller) -> Response:
-    """The tenant's keys, never their secrets."""
-    return json_response(await handlers.list_api_keys(deps.pool(request), tenant_id=caller.tenant_id))
+async def list_api_keys(
+    request: Request, caller: TenantCaller, limit: Limit = 100, cursor: Cursor = None
+) -> Response:
+    """The tenant's keys oldest first, ``limit`` (1 to 100, default 100) per page, never their secrets."""
+    page = await handlers.list_api_keys(
+        deps.pool(request), tenant_id=caller.tenant_id, limit=limit, cursor=cursor
+    )
+    return json_response(page)
 
 
 @router.delete(

@@ -9,11 +9,20 @@ Functions take the connection first and keyword-only arguments. Transactions are
 - :mod:`.messages` stored messages, the projection's order locks, the messages API's reads
 - :mod:`.deliveries` the delivery log
 - :mod:`.outbox` change-stream records waiting to be published
+- :mod:`.snapshot` every change stream's entities, read to republish them
 
 Every function is re-exported here, so callers write ``db.get_app(conn, ...)``.
 """
 
-from gravity_registry.db.apps import delete_app, disable_app, get_app, insert_app, list_apps, update_app
+from gravity_registry.db.apps import (
+    count_apps,
+    delete_app,
+    disable_app,
+    get_app,
+    insert_app,
+    list_apps,
+    update_app,
+)
 from gravity_registry.db.connections import (
     delete_connection,
     delete_subscription,
@@ -45,11 +54,17 @@ from gravity_registry.db.messages import (
 from gravity_registry.db.migrations import apply_migrations
 from gravity_registry.db.outbox import (
     OUTBOX_LOCK,
+    REPUBLISH_LOCK,
     delete_outbox,
     enqueue_outbox,
+    enqueue_outbox_many,
+    outbox_depth,
     pending_outbox,
+    pending_outbox_keys,
     try_outbox_lock,
+    try_republish_lock,
 )
+from gravity_registry.db.snapshot import all_api_keys, all_apps, all_subscriptions
 from gravity_registry.db.tenants import (
     create_api_key,
     create_tenant,
@@ -59,14 +74,20 @@ from gravity_registry.db.tenants import (
     known_tenants,
     list_api_keys,
     list_tenants,
+    lock_tenant,
     touch_api_key,
 )
 
 __all__ = [
     "OUTBOX_LOCK",
+    "REPUBLISH_LOCK",
     "DeliveryRow",
     "MessageRow",
+    "all_api_keys",
+    "all_apps",
+    "all_subscriptions",
     "apply_migrations",
+    "count_apps",
     "create_api_key",
     "create_tenant",
     "delete_api_key",
@@ -77,6 +98,7 @@ __all__ = [
     "disable_app",
     "due_connections",
     "enqueue_outbox",
+    "enqueue_outbox_many",
     "find_api_key",
     "get_app",
     "get_connection",
@@ -94,10 +116,13 @@ __all__ = [
     "list_messages_after",
     "list_messages_before",
     "list_tenants",
+    "lock_tenant",
     "lock_tenants",
     "mark_published",
     "message_position",
+    "outbox_depth",
     "pending_outbox",
+    "pending_outbox_keys",
     "ping",
     "request_backfill_everywhere",
     "restamp_messages",
@@ -105,6 +130,7 @@ __all__ = [
     "save_tokens",
     "touch_api_key",
     "try_outbox_lock",
+    "try_republish_lock",
     "unlock_tenants",
     "unpublished_messages",
     "update_app",

@@ -55,16 +55,18 @@ async def insert_deliveries(conn: asyncpg.Connection, *, rows: Sequence[Delivery
 async def list_deliveries(
     conn: asyncpg.Connection,
     *,
+    tenant_id: str,
     app_id: str,
     message_id: str | None,
     succeeded: bool | None,
     before: tuple[datetime, str, int] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """An app's attempts, newest first, strictly before ``before`` (attemptedAt, messageId, attempt)."""
+    """One of the tenant's apps' attempts, newest first, strictly before ``before`` (attemptedAt, messageId,
+    attempt)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - constant column list
-        " WHERE app_id = $1"
+        " WHERE app_id = $1 AND tenant_id = $8"
         " AND ($2::text IS NULL OR message_id = $2)"
         " AND ($3::bool IS NULL OR succeeded = $3)"
         " AND ($4::timestamptz IS NULL OR (attempted_at, message_id, attempt) < ($4, $5::text, $6::int))"
@@ -76,5 +78,6 @@ async def list_deliveries(
         before[1] if before else None,
         before[2] if before else None,
         limit,
+        tenant_id,
     )
     return rows

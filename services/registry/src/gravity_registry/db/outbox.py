@@ -7,9 +7,28 @@ from collections.abc import Sequence
 import asyncpg
 import orjson
 
-__all__ = ["OUTBOX_LOCK", "delete_outbox", "enqueue_outbox", "pending_outbox", "try_outbox_lock"]
+__all__ = [
+    "OUTBOX_LOCK",
+    "REPUBLISH_LOCK",
+    "delete_outbox",
+    "enqueue_outbox",
+    "enqueue_outbox_many",
+    "outbox_depth",
+    "pending_outbox",
+    "pending_outbox_keys",
+    "try_outbox_lock",
+    "try_republish_lock",
+]
 
 OUTBOX_LOCK = 0x6F75_7462  # "outb": one outbox publisher at a time keeps per-key order
+REPUBLISH_LOCK = 0x7265_7075  # "repu": one republish of the change streams at a time across copies
+
+OutboxRecord = tuple[str, str, bytes, Sequence[tuple[str, bytes]]]
+"""(topic, key, value, headers) of one change-stream record."""
+
+
+def _headers_json(headers: Sequence[tuple[str, bytes]]) -> str:
+    return orjson.dumps([[k, v.decode()] for k, v in headers]).decode()
 
 
 async def enqueue_outbox(
@@ -21,8 +40,34 @@ async def enqueue_outbox(
         topic,
         key,
         value,
-        orjson.dumps([[k, v.decode()] for k, v in headers]).decode(),
+        _headers_json(headers),
     )
+
+
+async def enqueue_outbox_many(conn: asyncpg.Connection, *, records: Sequence[OutboxRecord]) -> None:
+    """Queue many change-stream records, in this order, in the caller's transaction."""
+    await conn.executemany(
+        "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4::jsonb)",
+        [(topic, key, value, _headers_json(headers)) for topic, key, value, headers in records],
+    )
+
+
+async def try_republish_lock(conn: asyncpg.Connection) -> bool:
+    """Take REPUBLISH_LOCK for the caller's transaction if no other copy is republishing."""
+    taken: bool = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", REPUBLISH_LOCK)
+    return taken
+
+
+async def pending_outbox_keys(conn: asyncpg.Connection) -> set[tuple[str, str]]:
+    """(topic, key) of every record still waiting in the outbox."""
+    rows = await conn.fetch("SELECT DISTINCT topic, key FROM outbox")
+    return {(r["topic"], r["key"]) for r in rows}
+
+
+async def outbox_depth(conn: asyncpg.Connection) -> int:
+    """How many records wait in the outbox."""
+    depth: int = await conn.fetchval("SELECT count(*) FROM outbox")
+    return depth
 
 
 async def try_outbox_lock(conn: asyncpg.Connection) -> bool:

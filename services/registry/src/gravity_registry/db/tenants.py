@@ -16,6 +16,7 @@ __all__ = [
     "known_tenants",
     "list_api_keys",
     "list_tenants",
+    "lock_tenant",
     "touch_api_key",
 ]
 
@@ -35,10 +36,24 @@ async def get_tenant(conn: asyncpg.Connection, *, tenant_id: str) -> asyncpg.Rec
     return row
 
 
-async def list_tenants(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Every tenant, oldest first."""
+async def lock_tenant(conn: asyncpg.Connection, *, tenant_id: str) -> bool:
+    """Lock the tenant's row until the caller's transaction ends (serialises checks of its limits);
+    False if there is no such tenant."""
+    found = await conn.fetchval("SELECT true FROM tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id)
+    return found is not None
+
+
+async def list_tenants(
+    conn: asyncpg.Connection, *, after: tuple[datetime, str] | None, limit: int
+) -> list[asyncpg.Record]:
+    """Tenants oldest first, strictly after ``after`` in (createdAt, tenantId) order."""
     rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT tenant_id, name, created_at FROM tenants ORDER BY created_at, tenant_id"
+        "SELECT tenant_id, name, created_at FROM tenants"
+        " WHERE $1::timestamptz IS NULL OR (created_at, tenant_id) > ($1, $2::text)"
+        " ORDER BY created_at, tenant_id LIMIT $3",
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
     )
     return rows
 
@@ -73,17 +88,26 @@ async def find_api_key(conn: asyncpg.Connection, *, key_sha256: str) -> asyncpg.
     return row
 
 
-async def touch_api_key(conn: asyncpg.Connection, *, key_id: str, now: datetime) -> None:
-    """Record a use (callers do this at most once a minute per key)."""
-    await conn.execute("UPDATE api_keys SET last_used_at = $2 WHERE key_id = $1", key_id, now)
+async def touch_api_key(conn: asyncpg.Connection, *, tenant_id: str, key_id: str, now: datetime) -> None:
+    """Record a use of one of the tenant's keys (callers do this at most once a minute per key)."""
+    await conn.execute(
+        "UPDATE api_keys SET last_used_at = $3 WHERE tenant_id = $1 AND key_id = $2", tenant_id, key_id, now
+    )
 
 
-async def list_api_keys(conn: asyncpg.Connection, *, tenant_id: str) -> list[asyncpg.Record]:
-    """A tenant's keys, oldest first, never the secret."""
+async def list_api_keys(
+    conn: asyncpg.Connection, *, tenant_id: str, after: tuple[datetime, str] | None, limit: int
+) -> list[asyncpg.Record]:
+    """A tenant's keys oldest first, strictly after ``after`` in (createdAt, keyId) order; never the
+    secret."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT key_id, name, created_at, last_used_at FROM api_keys WHERE tenant_id = $1"
-        " ORDER BY created_at, key_id",
+        " AND ($2::timestamptz IS NULL OR (created_at, key_id) > ($2, $3::text))"
+        " ORDER BY created_at, key_id LIMIT $4",
         tenant_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
     )
     return rows
 

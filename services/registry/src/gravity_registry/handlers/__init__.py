@@ -7,7 +7,8 @@
 - :mod:`.messages` the messages API and a message's shapes; :mod:`.projection` raw notifications to
   stored messages and ``sms_inbound``
 - :mod:`.deliveries` the delivery log and re-sends
-- :mod:`.outbox` the change stream's transactional outbox
+- :mod:`.outbox` the change stream's transactional outbox; :mod:`.republish` the change streams rebuilt
+  from the database when the broker lost them
 
 Every change that other services must learn goes through the outbox in the same transaction as the
 change itself. Handlers raise :mod:`gravity_registry.errors`; they never build HTTP responses.
@@ -15,6 +16,7 @@ change itself. Handlers raise :mod:`gravity_registry.errors`; they never build H
 
 from gravity_registry.handlers.apps import (
     ROTATION_OVERLAP,
+    app_event,
     app_json,
     checked_webhook_url,
     create_app,
@@ -37,6 +39,7 @@ from gravity_registry.handlers.keeper import ConnectionKeeper
 from gravity_registry.handlers.messages import get_message, list_messages, message_json, sms_event
 from gravity_registry.handlers.outbox import OutboxPublisher, enqueue_event
 from gravity_registry.handlers.projection import project_batch, stamp_in_gateway_order
+from gravity_registry.handlers.republish import StreamState, drain_outbox, republish
 from gravity_registry.handlers.subscriptions import (
     activate_subscription,
     deactivate_subscription,
@@ -62,7 +65,9 @@ __all__ = [
     "ConnectionKeeper",
     "Connections",
     "OutboxPublisher",
+    "StreamState",
     "activate_subscription",
+    "app_event",
     "app_json",
     "authenticate",
     "checked_webhook_url",
@@ -73,6 +78,7 @@ __all__ = [
     "deactivate_subscription",
     "delete_app",
     "delivery_json",
+    "drain_outbox",
     "enqueue_event",
     "get_app",
     "get_message",
@@ -86,6 +92,7 @@ __all__ = [
     "project_deliveries",
     "put_subscription",
     "remove_subscription",
+    "republish",
     "request_delivery",
     "revoke_api_key",
     "rotate_secret",

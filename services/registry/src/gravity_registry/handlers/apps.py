@@ -26,6 +26,7 @@ from gravity_webhooks import (
 
 __all__ = [
     "ROTATION_OVERLAP",
+    "app_event",
     "app_json",
     "checked_webhook_url",
     "create_app",
@@ -67,17 +68,21 @@ def live_secrets(row: Any, now: datetime) -> tuple[EncryptedSecret, ...]:
     return tuple(live)
 
 
-async def publish_app(conn: asyncpg.Connection, row: Any) -> None:
-    """Queue the app as it now is (URL, disabled, live secrets) for fanout, in the caller's transaction."""
-    event = AppUpserted(
+def app_event(row: Any, now: datetime) -> AppUpserted:
+    """The apps stream's record of an app as it is at ``now`` (URL, disabled, live secrets' ciphertexts)."""
+    return AppUpserted(
         app_id=row["app_id"],
         tenant_id=row["tenant_id"],
         webhook_url=row["webhook_url"],
         disabled=row["disabled"],
-        signing_secrets=live_secrets(row, utcnow()),
+        signing_secrets=live_secrets(row, now),
         updated_at=row["updated_at"],
     )
-    await enqueue_event(conn, topics.APPS, row["app_id"], event)
+
+
+async def publish_app(conn: asyncpg.Connection, row: Any) -> None:
+    """Queue the app as it now is for fanout, in the caller's transaction."""
+    await enqueue_event(conn, topics.APPS, row["app_id"], app_event(row, utcnow()))
 
 
 async def checked_webhook_url(url: str | None, *, production: bool) -> str | None:
@@ -91,11 +96,25 @@ async def checked_webhook_url(url: str | None, *, production: bool) -> str | Non
 
 
 async def create_app(
-    pool: asyncpg.Pool, box: SecretBox, *, tenant_id: str, name: str, webhook_url: str | None
+    pool: asyncpg.Pool,
+    box: SecretBox,
+    *,
+    tenant_id: str,
+    name: str,
+    webhook_url: str | None,
+    max_apps: int,
 ) -> dict[str, Any]:
-    """A new app with a fresh signing secret, shown this once."""
+    """A new app with a fresh signing secret, shown this once; :class:`Conflict` when the tenant already
+    has ``max_apps`` (counted under the tenant's row lock, so concurrent creations cannot pass it)."""
     secret = new_signing_secret()
     async with pool.acquire() as conn, conn.transaction():
+        if not await db.lock_tenant(conn, tenant_id=tenant_id):
+            raise NotFound("no such tenant")
+        if await db.count_apps(conn, tenant_id=tenant_id) >= max_apps:
+            raise Conflict(
+                f"the tenant has {max_apps} apps, the most it may have; delete one first",
+                {"limit": max_apps},
+            )
         row = await db.insert_app(
             conn,
             app_id=new_app_id(),
@@ -110,7 +129,7 @@ async def create_app(
 
 
 async def list_apps(pool: asyncpg.Pool, *, tenant_id: str) -> dict[str, Any]:
-    """The tenant's apps, oldest first (``GET /v1/apps``)."""
+    """The tenant's apps, oldest first (``GET /v1/apps``): all of them, bounded by the per-tenant cap."""
     async with pool.acquire() as conn:
         rows = await db.list_apps(conn, tenant_id=tenant_id)
     return {"apps": [app_json(r) for r in rows]}
@@ -141,6 +160,7 @@ async def update_app(
             raise NotFound("no such app")
         row = await db.update_app(
             conn,
+            tenant_id=tenant_id,
             app_id=app_id,
             name=row["name"] if name is _UNSET else name,
             webhook_url=row["webhook_url"] if webhook_url is _UNSET else webhook_url,
@@ -163,6 +183,7 @@ async def rotate_secret(pool: asyncpg.Pool, box: SecretBox, *, tenant_id: str, a
             raise NotFound("no such app")
         row = await db.update_app(
             conn,
+            tenant_id=tenant_id,
             app_id=app_id,
             name=row["name"],
             webhook_url=row["webhook_url"],

@@ -79,7 +79,13 @@ async def list_deliveries(
         if await db.get_app(conn, tenant_id=tenant_id, app_id=app_id) is None:
             raise NotFound("no such app")
         rows = await db.list_deliveries(
-            conn, app_id=app_id, message_id=message_id, succeeded=succeeded, before=before, limit=limit + 1
+            conn,
+            tenant_id=tenant_id,
+            app_id=app_id,
+            message_id=message_id,
+            succeeded=succeeded,
+            before=before,
+            limit=limit + 1,
         )
     page, more = rows[:limit], len(rows) > limit
     return {
@@ -112,7 +118,9 @@ async def project_deliveries(batch: Sequence[Envelope], *, pool: asyncpg.Pool) -
         if rows:
             await db.insert_deliveries(conn, rows=rows)
         for event in disabled:
-            row = await db.disable_app(conn, app_id=event.app_id, decided_at=event.disabled_at)
+            row = await db.disable_app(
+                conn, tenant_id=event.tenant_id, app_id=event.app_id, decided_at=event.disabled_at
+            )
             if row is not None:
                 log.warning(
                     "app %s disabled: its endpoint failed since %s", event.app_id, event.failing_since

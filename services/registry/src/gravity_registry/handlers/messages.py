@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from gravity_events.ids import format_timestamp
 from gravity_events.models import SmsInbound
 from gravity_registry import db
 from gravity_registry.errors import NotFound, ValidationFailed
+from gravity_registry.handlers.cursors import decode_position, encode_position
 
 __all__ = ["get_message", "list_messages", "message_json", "sms_event"]
 
@@ -48,24 +46,6 @@ def sms_event(row: Any) -> SmsInbound:
     )
 
 
-def _encode_cursor(received_at: datetime, message_id: str) -> str:
-    raw = orjson.dumps([received_at.isoformat(), message_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        received_at, message_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        moment = datetime.fromisoformat(received_at)
-        if moment.tzinfo is None or not isinstance(message_id, str):
-            raise ValueError("bad cursor")
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
-        raise ValidationFailed(
-            "cursor is not valid", [{"field": "cursor", "message": "use nextCursor as returned"}]
-        ) from exc
-    return moment, message_id
-
-
 def _aware(value: datetime | None, field: str) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ValidationFailed(
@@ -97,14 +77,14 @@ async def list_messages(
             position = await db.message_position(conn, tenant_id=tenant_id, message_id=after)
             if position is None:
                 raise NotFound("no such message")
-            start = _decode_cursor(cursor) if cursor else position
+            start = decode_position(cursor) if cursor else position
             rows = await db.list_messages_after(conn, tenant_id=tenant_id, after=start, limit=limit + 1)
         else:
             rows = await db.list_messages_before(
                 conn,
                 tenant_id=tenant_id,
                 direction=direction,
-                before=_decode_cursor(cursor) if cursor else None,
+                before=decode_position(cursor) if cursor else None,
                 from_number=from_number,
                 to_number=to_number,
                 since=_aware(since, "since"),
@@ -112,7 +92,7 @@ async def list_messages(
                 limit=limit + 1,
             )
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = _encode_cursor(page[-1]["received_at"], page[-1]["message_id"]) if more else None
+    next_cursor = encode_position(page[-1]["received_at"], page[-1]["message_id"]) if more else None
     return {"messages": [message_json(r) for r in page], "nextCursor": next_cursor}
 
 

@@ -15,6 +15,7 @@ from gravity_events.ids import format_timestamp, new_key_id, new_tenant_id, utcn
 from gravity_events.models import ApiKeyActive, ApiKeyRevoked
 from gravity_registry import db
 from gravity_registry.errors import NotFound, Unauthorized
+from gravity_registry.handlers.cursors import decode_position, encode_position
 from gravity_registry.handlers.outbox import enqueue_event
 
 __all__ = [
@@ -67,15 +68,17 @@ async def create_tenant(pool: asyncpg.Pool, *, name: str) -> dict[str, Any]:
     return {"tenantId": tenant_id, "name": name, "apiKey": key["apiKey"], "createdAt": format_timestamp(now)}
 
 
-async def list_tenants(pool: asyncpg.Pool) -> dict[str, Any]:
-    """Every tenant, oldest first (``GET /v1/tenants``)."""
+async def list_tenants(pool: asyncpg.Pool, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    """A page of tenants, oldest first, and the cursor of the next page or None (``GET /v1/tenants``)."""
     async with pool.acquire() as conn:
-        rows = await db.list_tenants(conn)
+        rows = await db.list_tenants(conn, after=decode_position(cursor) if cursor else None, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
     return {
         "tenants": [
             {"tenantId": r["tenant_id"], "name": r["name"], "createdAt": format_timestamp(r["created_at"])}
-            for r in rows
-        ]
+            for r in page
+        ],
+        "nextCursor": encode_position(page[-1]["created_at"], page[-1]["tenant_id"]) if more else None,
     }
 
 
@@ -85,10 +88,16 @@ async def create_api_key(pool: asyncpg.Pool, *, tenant_id: str, name: str) -> di
         return await _new_key(conn, tenant_id, name)
 
 
-async def list_api_keys(pool: asyncpg.Pool, *, tenant_id: str) -> dict[str, Any]:
-    """The tenant's keys, oldest first, never their secrets (``GET /v1/api-keys``)."""
+async def list_api_keys(
+    pool: asyncpg.Pool, *, tenant_id: str, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """A page of the tenant's keys, oldest first, never their secrets, and the cursor of the next page or
+    None (``GET /v1/api-keys``)."""
     async with pool.acquire() as conn:
-        rows = await db.list_api_keys(conn, tenant_id=tenant_id)
+        rows = await db.list_api_keys(
+            conn, tenant_id=tenant_id, after=decode_position(cursor) if cursor else None, limit=limit + 1
+        )
+    page, more = rows[:limit], len(rows) > limit
     return {
         "apiKeys": [
             {
@@ -97,8 +106,9 @@ async def list_api_keys(pool: asyncpg.Pool, *, tenant_id: str) -> dict[str, Any]
                 "createdAt": format_timestamp(r["created_at"]),
                 "lastUsedAt": format_timestamp(r["last_used_at"]) if r["last_used_at"] else None,
             }
-            for r in rows
-        ]
+            for r in page
+        ],
+        "nextCursor": encode_position(page[-1]["created_at"], page[-1]["key_id"]) if more else None,
     }
 
 
@@ -125,5 +135,5 @@ async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> Caller:
             raise Unauthorized("the API key is not valid")
         now = utcnow()
         if row["last_used_at"] is None or now - row["last_used_at"] > _TOUCH_EVERY:
-            await db.touch_api_key(conn, key_id=row["key_id"], now=now)
+            await db.touch_api_key(conn, tenant_id=row["tenant_id"], key_id=row["key_id"], now=now)
     return Caller(tenant_id=row["tenant_id"], key_id=row["key_id"])
