@@ -20,6 +20,7 @@ __all__ = [
     "ApiKeyCreated",
     "ApiKeyIn",
     "ApiKeyList",
+    "ApiKeyOwner",
     "Tenant",
     "TenantCreated",
     "TenantIn",
@@ -86,6 +87,13 @@ class ApiKeyCreated(Out):
     created_at: Timestamp
 
 
+class ApiKeyOwner(Out):
+    """``GET /v1/api-keys/me``: the key the call was made with, and its tenant."""
+
+    key_id: str = Field(pattern=KEY_ID_RE.pattern, examples=["key_0123456789abcdef"])
+    tenant_id: str = Field(pattern=TENANT_ID_RE.pattern, examples=["tenant_abc123def456abcd"])
+
+
 class ApiKeyList(Out):
     """``GET /v1/api-keys``: a page of the tenant's keys, oldest first; ``nextCursor`` fetches the next page
     (null on the last)."""
@@ -145,6 +153,13 @@ async def list_api_keys(
         deps.pool(request), tenant_id=caller.tenant_id, limit=limit, cursor=cursor
     )
     return json_response(page)
+
+
+@router.get("/v1/api-keys/me", response_model=ApiKeyOwner, responses=errors(401, 503))
+async def api_key_owner(caller: TenantCaller) -> Response:
+    """Which key and tenant the presented API key is: realtime asks this about a key it has not yet read
+    from the change stream, so a key works on the WebSocket as soon as the API returned it."""
+    return json_response({"keyId": caller.key_id, "tenantId": caller.tenant_id})
 
 
 @router.delete(
