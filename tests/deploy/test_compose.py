@@ -26,7 +26,8 @@ def compose(repo_root: Path) -> dict[str, Any]:
 
 def test_compose_has_the_production_shape(repo_root: Path, compose: dict[str, Any]) -> None:
     services = {name: s for name, s in compose["services"].items() if "profiles" not in s}
-    assert set(services) == {"kafka", "postgres", "registry", "ingest", "fanout", "realtime", "front"}
+    assert set(services) == {"kafka", "postgres", "topics", "registry", "ingest", "fanout", "realtime", "front"}
+    assert services["topics"]["command"] == ["gravity-registry", "topics"]
     assert services["kafka"]["image"].startswith("apache/kafka")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     for name in SERVICES:
@@ -71,6 +72,9 @@ def test_every_container_restarts_and_has_a_healthcheck(
     compose: dict[str, Any], service_ports: dict[str, int]
 ) -> None:
     for name, service in compose["services"].items():
+        if name == "topics":  # a one-shot: retried until it succeeds, then done
+            assert service.get("restart") == "on-failure"
+            continue
         assert service.get("restart") == "unless-stopped", name
         check = service.get("healthcheck", {})
         assert check.get("test") and not check.get("disable"), name
@@ -84,9 +88,9 @@ def test_every_container_restarts_and_has_a_healthcheck(
 def test_dependants_wait_for_healthy_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
     expected = {
-        "registry": {"kafka", "postgres"},
-        "ingest": {"kafka"},
-        "fanout": {"kafka"},
+        "registry": {"kafka", "topics", "postgres"},
+        "ingest": {"kafka", "topics"},
+        "fanout": {"kafka", "topics"},
         "realtime": {"kafka", "registry"},
         "front": {"registry", "ingest", "realtime"},
     }
@@ -94,7 +98,9 @@ def test_dependants_wait_for_healthy_dependencies(compose: dict[str, Any]) -> No
         depends = services[name]["depends_on"]
         assert isinstance(depends, dict), f"{name}: depends_on needs conditions, not a list"
         assert set(depends) == needs, name
-        assert {d["condition"] for d in depends.values()} == {"service_healthy"}, name
+        for dependency, d in depends.items():
+            want = "service_completed_successfully" if dependency == "topics" else "service_healthy"
+            assert d["condition"] == want, (name, dependency)
 
 
 def test_no_secret_has_a_default(repo_root: Path) -> None:

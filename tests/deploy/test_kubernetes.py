@@ -160,7 +160,10 @@ def test_topics_job_runs_the_registry_image() -> None:
     (job,) = _of_kind(_base(), "Job").values()
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["image"].startswith("gravity-registry:")
-    assert container["command"][0] == "gravity-admin"
+    assert container["command"] == ["gravity-registry", "topics"]
+    from gravity_registry.__main__ import _parser  # the image's command is the registry's own CLI
+
+    assert _parser().parse_args(container["command"][1:]).command == "topics"
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
