@@ -7,7 +7,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help uv install run infra test test-fast lint format typecheck schemas bench up down
+.PHONY: help uv install run infra test test-fast chaos lint format typecheck schemas bench up down
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -29,6 +29,17 @@ infra: install ## Start only the embedded broker and database, print their addre
 
 test: install ## Run the whole test suite against a real broker and database
 	@$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+CHAOS_RUNS ?= 3
+
+chaos: install ## Run tests/chaos CHAOS_RUNS times (default 3), then print one summary table
+	@mkdir -p .chaos && rm -f .chaos/run-*.log
+	@for i in $$(seq $(CHAOS_RUNS)); do \
+		echo "chaos run $$i of $(CHAOS_RUNS) (log: .chaos/run-$$i.log)"; \
+		$(UV) run --no-sync pytest tests/chaos -s -q -p no:cacheprovider --deselect tests/chaos/test_summary.py \
+			> .chaos/run-$$i.log 2>&1; echo "  pytest exit $$?"; \
+	done
+	@$(UV) run --no-sync python -m tests.chaos.summary $$(ls .chaos/run-*.log | sort -V)
 
 lint: install ## ruff (lint + format check) and mypy --strict
 	@$(UV) run --no-sync ruff check .
