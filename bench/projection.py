@@ -16,7 +16,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from asgi_lifespan import LifespanManager
-from tests.fixtures import notification
+from tests.support import notification
 
 from bench.common import summary_ms
 from gravity_events import ids, topics

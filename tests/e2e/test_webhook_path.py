@@ -12,11 +12,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from tests.fixtures import notification
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
-from tests.servers import serve
-from tests.simulators.receiver import running_receiver
-from tests.support import eventually, wait_ready
+from tests.support import eventually, notification, running_receiver, serve, wait_ready
 
 from gravity_events.settings import KafkaSettings
 from gravity_fanout.app import create_app as create_fanout

@@ -18,9 +18,14 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.fixtures import TopicTail, notification, publish_events, subscription_active
-from tests.servers import serve_in_thread
-from tests.support import eventually
+from tests.support import (
+    TopicTail,
+    eventually,
+    notification,
+    publish_events,
+    serve_in_thread,
+    subscription_active,
+)
 
 from gravity_events import topics
 from gravity_events.codec import CodecError, decode

@@ -13,15 +13,17 @@ import httpx
 import orjson
 import pytest
 from asgi_lifespan import LifespanManager
-from tests.fixtures import (
+from tests.support import (
     TopicTail,
+    assert_error,
+    eventually,
     notification,
     publish_events,
+    serve,
     subscription_active,
     subscription_removed,
+    wait_ready,
 )
-from tests.servers import serve
-from tests.support import eventually, wait_ready
 
 from gravity_events import ids, topics
 from gravity_events.codec import decode
@@ -88,13 +90,6 @@ async def subscription(kafka_settings: KafkaSettings, client: httpx.AsyncClient)
     return tenant, sub, token
 
 
-def _error_code(response: httpx.Response) -> str:
-    body = response.json()
-    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
-    assert response.headers["content-type"] == "application/json"
-    return str(body["error"]["code"])
-
-
 async def _keys_on_raw(tail: TopicTail) -> list[bytes]:
     return [r.key for r in await tail.poll()]
 
@@ -128,7 +123,7 @@ async def test_before_startup_not_ready_but_handshake_answers(kafka_settings: Ka
         assert r.status_code == 200 and r.headers["validation-token"] == "early"
         # Tokens cannot be judged yet: a retriable 503, never a 401 RingCentral would hold against us.
         r = await _post(c, notification("sub-x"), "some-token")
-        assert r.status_code == 503 and _error_code(r) == "not_ready"
+        assert_error(r, 503, "not_ready")
 
 
 async def test_ready_only_after_the_stream_was_replayed(kafka_settings: KafkaSettings) -> None:
@@ -158,9 +153,10 @@ async def test_health(client: httpx.AsyncClient) -> None:
 
 async def test_other_paths_and_methods_answer_in_the_error_shape(client: httpx.AsyncClient) -> None:
     r = await client.get(URL)
-    assert r.status_code == 405 and _error_code(r) == "method_not_allowed" and r.headers["allow"] == "POST"
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "POST"
     r = await client.get("/v1/nothing-here")
-    assert r.status_code == 404 and _error_code(r) == "not_found"
+    assert_error(r, 404, "not_found")
 
 
 # -- 1. handshake ---------------------------------------------------------------------------------
@@ -197,21 +193,21 @@ async def test_handshake_over_real_http_is_fast(kafka_settings: KafkaSettings) -
 async def test_oversize_is_413_by_length_and_by_stream(client: httpx.AsyncClient) -> None:
     big = b"{" + b" " * (1024 * 1024) + b"}"
     r = await client.post(URL, content=big)
-    assert r.status_code == 413 and _error_code(r) == "payload_too_large"
+    assert_error(r, 413, "payload_too_large")
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while reading
         for _ in range(20):
             yield b" " * 65536
 
     r = await client.post(URL, content=chunks())
-    assert r.status_code == 413 and _error_code(r) == "payload_too_large"
+    assert_error(r, 413, "payload_too_large")
 
 
 async def test_exactly_the_limit_is_not_oversize(client: httpx.AsyncClient) -> None:
     body = b'{"x": "' + b"a" * (1024 * 1024 - 9) + b'"}'
     assert len(body) == 1024 * 1024
     r = await client.post(URL, content=body, headers={"Verification-Token": "t"})
-    assert r.status_code == 400 and _error_code(r) == "invalid_notification"
+    assert_error(r, 400, "invalid_notification")
 
 
 class _CountingReceive:
@@ -289,12 +285,12 @@ async def test_oversize_over_real_http_is_refused_before_the_body_is_sent(
 )
 async def test_malformed_or_not_a_notification_is_400(client: httpx.AsyncClient, body: bytes) -> None:
     r = await client.post(URL, content=body, headers={"Verification-Token": "whatever"})
-    assert r.status_code == 400 and _error_code(r) == "invalid_notification"
+    assert_error(r, 400, "invalid_notification")
 
 
 async def test_shape_is_checked_before_verification(client: httpx.AsyncClient) -> None:
     r = await client.post(URL, content=b"{oops")  # no Verification-Token either
-    assert r.status_code == 400 and _error_code(r) == "invalid_notification"
+    assert_error(r, 400, "invalid_notification")
 
 
 # -- 4. verification ------------------------------------------------------------------------------
@@ -324,7 +320,8 @@ async def test_verification_failures_are_401_and_record_nothing(
         n = notification(sub_id)
         refused.append(n["body"]["id"])
         r = await _post(client, n, token_sent)
-        assert r.status_code == 401 and _error_code(r) == "unauthorized", (token_sent, sub_id)
+        assert r.status_code == 401, (token_sent, sub_id)
+        assert_error(r, 401, "unauthorized")
     marker = notification(sub)
     assert (await _post(client, marker, token)).status_code == 200
     assert not set(refused) & await _appended_after(kafka_settings, marker["body"]["id"])
@@ -384,7 +381,7 @@ async def test_unusable_inbound_sms_is_400(client: httpx.AsyncClient, subscripti
     n = notification(sub)
     del n["body"]["from"]
     r = await _post(client, n, token)
-    assert r.status_code == 400 and _error_code(r) == "invalid_notification"
+    assert_error(r, 400, "invalid_notification")
     assert "from" in r.json()["error"]["message"]
 
 
@@ -394,7 +391,7 @@ async def test_an_id_that_is_not_a_ringcentral_id_is_400(
 ) -> None:
     _, sub, token = subscription
     r = await _post(client, notification(sub, rc_id), token)
-    assert r.status_code == 400 and _error_code(r) == "invalid_notification"
+    assert_error(r, 400, "invalid_notification")
     assert "body.id" in r.json()["error"]["message"]
 
 
@@ -404,7 +401,7 @@ async def test_absurdly_nested_inbound_sms_is_400(client: httpx.AsyncClient, sub
     n = orjson.dumps(notification(sub))
     deep = n[:-1] + b',"extra":' + b"[" * 220 + b"]" * 220 + b"}"
     r = await client.post(URL, content=deep, headers={"Verification-Token": token})
-    assert r.status_code == 400 and _error_code(r) == "invalid_notification"
+    assert_error(r, 400, "invalid_notification")
 
 
 # -- 6. append ------------------------------------------------------------------------------------
@@ -487,7 +484,7 @@ async def test_broker_down_is_503_and_recovers(tmp_path: Path) -> None:
             broker.stop()
             started = time.monotonic()
             r = await _post(c, notification(sub), token)
-            assert r.status_code == 503 and _error_code(r) == "broker_unavailable"
+            assert_error(r, 503, "broker_unavailable")
             assert time.monotonic() - started < 3  # the publish timeout, not the client's patience
             # Verification and the other checks still answer without the broker.
             assert (await _post(c, notification(sub), "wrong")).status_code == 401

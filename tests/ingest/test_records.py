@@ -7,7 +7,7 @@ import hashlib
 
 import orjson
 import pytest
-from tests.fixtures import notification, subscription_active, subscription_removed
+from tests.support import notification, subscription_active, subscription_removed
 
 from gravity_events import ids, topics
 from gravity_events.codec import decode, encode

@@ -6,28 +6,18 @@ import hashlib
 from typing import Any
 
 import asyncpg
-import httpx
-from tests.fixtures import TopicTail
 from tests.registry.conftest import Registry
-from tests.support import eventually
+from tests.support import assert_error, keyed_events
 
 from gravity_events import ids, topics
-from gravity_events.codec import decode
 from gravity_events.models import ApiKeyActive, ApiKeyRevoked
 from gravity_events.settings import KafkaSettings
 
 
-def _error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body: dict[str, Any] = r.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
-    return body
-
-
 async def test_tenants_need_the_admin_token(registry: Registry) -> None:
     c = registry.client
-    _error(await c.post("/v1/tenants", json={"name": "x"}), 401, "unauthorized")
-    _error(await c.get("/v1/tenants", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
+    assert_error(await c.post("/v1/tenants", json={"name": "x"}), 401, "unauthorized")
+    assert_error(await c.get("/v1/tenants", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
     tenant = await registry.tenant("Acme")
     assert ids.TENANT_ID_RE.match(tenant["tenantId"]) and tenant["name"] == "Acme"
     assert tenant["apiKey"].startswith("gsk_") and len(tenant["apiKey"]) >= 4 + 43
@@ -36,17 +26,19 @@ async def test_tenants_need_the_admin_token(registry: Registry) -> None:
     mine = [t for t in listed if t["tenantId"] == tenant["tenantId"]]
     assert mine == [{"tenantId": tenant["tenantId"], "name": "Acme", "createdAt": tenant["createdAt"]}]
     # a tenant key is not an admin token
-    _error(await c.get("/v1/tenants", headers=tenant["auth"]), 401, "unauthorized")
+    assert_error(await c.get("/v1/tenants", headers=tenant["auth"]), 401, "unauthorized")
 
 
 async def test_validation_errors_name_the_field(registry: Registry) -> None:
     c = registry.client
-    body = _error(
+    body = assert_error(
         await c.post("/v1/tenants", json={"name": ""}, headers=registry.admin), 422, "validation_error"
     )
     assert body["error"]["details"][0]["field"] == "name"
-    _error(await c.post("/v1/tenants", content=b"{oops", headers=registry.admin), 422, "validation_error")
-    _error(await c.get("/v1/nothing-here"), 404, "not_found")
+    assert_error(
+        await c.post("/v1/tenants", content=b"{oops", headers=registry.admin), 422, "validation_error"
+    )
+    assert_error(await c.get("/v1/nothing-here"), 404, "not_found")
 
 
 async def test_api_keys_lifecycle(registry: Registry, database_url: str) -> None:
@@ -74,8 +66,8 @@ async def test_api_keys_lifecycle(registry: Registry, database_url: str) -> None
     assert stored == hashlib.sha256(key["apiKey"].encode()).hexdigest() and key["apiKey"] not in dump
     # revoked: refused at once
     assert (await c.delete(f"/v1/api-keys/{key['keyId']}", headers=tenant["auth"])).status_code == 204
-    _error(await c.get("/v1/api-keys", headers=ci_auth), 401, "unauthorized")
-    _error(await c.delete(f"/v1/api-keys/{key['keyId']}", headers=tenant["auth"]), 404, "not_found")
+    assert_error(await c.get("/v1/api-keys", headers=ci_auth), 401, "unauthorized")
+    assert_error(await c.delete(f"/v1/api-keys/{key['keyId']}", headers=tenant["auth"]), 404, "not_found")
 
 
 async def test_api_key_changes_reach_the_change_stream(
@@ -85,17 +77,7 @@ async def test_api_key_changes_reach_the_change_stream(
     tenant = await registry.tenant()
     key = (await c.post("/v1/api-keys", json={"name": "rt"}, headers=tenant["auth"])).json()
     await c.delete(f"/v1/api-keys/{key['keyId']}", headers=tenant["auth"])
-    async with TopicTail(kafka_settings, topics.API_KEYS) as tail:
-
-        async def both() -> list[Any]:
-            mine = [
-                decode(topics.API_KEYS, r.value, r.headers)
-                for r in await tail.poll()
-                if r.key == key["keyId"].encode()
-            ]
-            return mine if len(mine) >= 2 else []
-
-        events = await eventually(both, timeout=5)
+    events = await keyed_events(kafka_settings, topics.API_KEYS, key["keyId"], count=2, timeout=5)
     assert events[0] == ApiKeyActive(
         key_id=key["keyId"],
         tenant_id=tenant["tenantId"],
@@ -108,7 +90,7 @@ async def test_keys_are_tenant_isolated(registry: Registry) -> None:
     c = registry.client
     a, b = await registry.tenant("A"), await registry.tenant("B")
     b_key = (await c.post("/v1/api-keys", json={"name": "b"}, headers=b["auth"])).json()
-    _error(await c.delete(f"/v1/api-keys/{b_key['keyId']}", headers=a["auth"]), 404, "not_found")
+    assert_error(await c.delete(f"/v1/api-keys/{b_key['keyId']}", headers=a["auth"]), 404, "not_found")
     assert b_key["keyId"] not in str((await c.get("/v1/api-keys", headers=a["auth"])).json())
 
 
@@ -119,18 +101,22 @@ async def test_missing_or_malformed_bearer_is_401(registry: Registry) -> None:
         {"Authorization": "Bearer gsk_nope"},
         {"Authorization": "Bearer"},
     ):
-        _error(await registry.client.get("/v1/sms/messages", headers=headers), 401, "unauthorized")
+        assert_error(await registry.client.get("/v1/sms/messages", headers=headers), 401, "unauthorized")
 
 
 async def test_dev_subscription_requires_admin_and_existing_tenant(registry: Registry) -> None:
     c = registry.client
     tenant = await registry.tenant()
     body = {"tenantId": tenant["tenantId"], "subscriptionId": "sub-api-test"}
-    _error(await c.post("/v1/dev/subscriptions", json=body, headers=tenant["auth"]), 401, "unauthorized")
+    assert_error(
+        await c.post("/v1/dev/subscriptions", json=body, headers=tenant["auth"]), 401, "unauthorized"
+    )
     r = await c.post("/v1/dev/subscriptions", json=body, headers=registry.admin)
     assert r.status_code == 201 and len(r.json()["verificationToken"]) >= 32
     missing = {"tenantId": ids.new_tenant_id()}
-    _error(await c.post("/v1/dev/subscriptions", json=missing, headers=registry.admin), 404, "not_found")
+    assert_error(
+        await c.post("/v1/dev/subscriptions", json=missing, headers=registry.admin), 404, "not_found"
+    )
     assert (await c.delete("/v1/dev/subscriptions/sub-api-test", headers=registry.admin)).status_code == 204
 
 

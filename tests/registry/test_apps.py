@@ -12,13 +12,17 @@ import httpx
 import orjson
 import pytest
 from asgi_lifespan import LifespanManager
-from tests.fixtures import TopicTail
 from tests.registry.conftest import Registry, registry_settings
-from tests.simulators.receiver import WebhookReceiver, running_receiver
-from tests.support import eventually, free_port
+from tests.support import (
+    SMS_INBOUND_FIELDS,
+    WebhookReceiver,
+    assert_error,
+    free_port,
+    keyed_events,
+    running_receiver,
+)
 
 from gravity_events import topics
-from gravity_events.codec import decode
 from gravity_events.models import AppDeleted, AppUpserted
 from gravity_events.settings import KafkaSettings
 from gravity_registry.app import create_app
@@ -27,13 +31,6 @@ from gravity_webhooks import SecretBox, SignatureError, verify
 
 APP_ID = re.compile(r"^app_[0-9a-f]{16}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def _error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body: dict[str, Any] = r.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
-    return body
 
 
 async def _app(registry: Registry, tenant: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -71,8 +68,8 @@ async def test_app_lifecycle(registry: Registry) -> None:
     assert enabled["disabled"] is False
 
     assert (await c.delete(f"/v1/apps/{app['appId']}", headers=auth)).status_code == 204
-    _error(await c.get(f"/v1/apps/{app['appId']}", headers=auth), 404, "not_found")
-    _error(await c.delete(f"/v1/apps/{app['appId']}", headers=auth), 404, "not_found")
+    assert_error(await c.get(f"/v1/apps/{app['appId']}", headers=auth), 404, "not_found")
+    assert_error(await c.delete(f"/v1/apps/{app['appId']}", headers=auth), 404, "not_found")
     assert (await c.get("/v1/apps", headers=auth)).json() == {"apps": []}
 
 
@@ -81,7 +78,7 @@ async def test_app_without_url(registry: Registry) -> None:
     app = await _app(registry, tenant)
     assert app["webhookUrl"] is None
     r = await registry.client.post(f"/v1/apps/{app['appId']}/test-webhook", headers=tenant["auth"])
-    _error(r, 409, "conflict")
+    assert_error(r, 409, "conflict")
 
 
 @pytest.mark.parametrize(
@@ -101,7 +98,7 @@ async def test_app_without_url(registry: Registry) -> None:
 async def test_app_validation(registry: Registry, body: dict[str, Any], field: str) -> None:
     tenant = await registry.tenant()
     r = await registry.client.post("/v1/apps", json=body, headers=tenant["auth"])
-    error = _error(r, 422, "validation_error")
+    error = assert_error(r, 422, "validation_error")
     assert field in [d["field"] for d in error["error"]["details"]], error
 
 
@@ -115,7 +112,7 @@ async def test_put_validation(registry: Registry) -> None:
         ({"disabled": None}, "disabled"),
         ({"disabled": "maybe"}, "disabled"),
     ]:
-        error = _error(await c.put(url, json=body, headers=tenant["auth"]), 422, "validation_error")
+        error = assert_error(await c.put(url, json=body, headers=tenant["auth"]), 422, "validation_error")
         assert field in [d["field"] for d in error["error"]["details"]], (body, error)
     assert (await c.get(url, headers=tenant["auth"])).json()["webhookUrl"] is None  # nothing half-written
 
@@ -152,7 +149,7 @@ async def test_production_rules(
                 "https://[::ffff:192.168.0.1]/hook",
             ]:
                 r = await c.post("/v1/apps", json={"name": "x", "webhookUrl": url}, headers=auth)
-                error = _error(r, 422, "validation_error")
+                error = assert_error(r, 422, "validation_error")
                 assert error["error"]["details"][0]["field"] == "webhookUrl", url
             r = await c.post(
                 "/v1/apps", json={"name": "x", "webhookUrl": "https://8.8.8.8/hook"}, headers=auth
@@ -160,7 +157,7 @@ async def test_production_rules(
             assert r.status_code == 201, r.text
             app_id = r.json()["appId"]
             r = await c.put(f"/v1/apps/{app_id}", json={"webhookUrl": "https://10.0.0.1/"}, headers=auth)
-            _error(r, 422, "validation_error")
+            assert_error(r, 422, "validation_error")
 
 
 async def test_apps_are_tenant_isolated(registry: Registry) -> None:
@@ -175,11 +172,11 @@ async def test_apps_are_tenant_isolated(registry: Registry) -> None:
         ("POST", path + "/rotate-secret", None),
         ("POST", path + "/test-webhook", None),
     ]:
-        _error(await c.request(method, url, json=body, headers=b["auth"]), 404, "not_found")
+        assert_error(await c.request(method, url, json=body, headers=b["auth"]), 404, "not_found")
     assert (await c.get("/v1/apps", headers=b["auth"])).json() == {"apps": []}
     assert (await c.get(path, headers=a["auth"])).json()["name"] == "CRM"
     for method, url in [("GET", "/v1/apps"), ("POST", "/v1/apps"), ("GET", path), ("DELETE", path)]:
-        _error(await c.request(method, url, json={"name": "x"}), 401, "unauthorized")
+        assert_error(await c.request(method, url, json={"name": "x"}), 401, "unauthorized")
 
 
 async def _test_webhook(registry: Registry, tenant: dict[str, Any], app_id: str) -> dict[str, Any]:
@@ -203,16 +200,7 @@ async def test_test_webhook_outcomes(registry: Registry) -> None:
         [request] = receiver.received("/ok")
         payload = orjson.loads(request.body)
         assert payload["type"] == "test" and re.match(r"^msg_[0-9a-f]{12}$", payload["messageId"])
-        assert set(payload) == {
-            "type",
-            "messageId",
-            "from",
-            "to",
-            "body",
-            "rcMessageId",
-            "tenantId",
-            "timestamp",
-        }
+        assert set(payload) == set(SMS_INBOUND_FIELDS)
         assert payload["tenantId"] == tenant["tenantId"] and TIMESTAMP.match(payload["timestamp"])
         assert request.headers["content-type"] == "application/json"
         assert request.headers["webhook-id"] == payload["messageId"]
@@ -257,17 +245,7 @@ async def test_rotation_signs_with_both_secrets(registry: Registry, kafka_settin
 
     # fanout learns both secrets from the change stream (encrypted, never in clear)
     box = SecretBox(DEV_SECRET_KEY)
-    async with TopicTail(kafka_settings, topics.APPS) as tail:
-
-        async def two_versions() -> list[Any]:
-            mine = [
-                decode(topics.APPS, rec.value, rec.headers)
-                for rec in await tail.poll()
-                if rec.key == app["appId"].encode()
-            ]
-            return mine if len(mine) >= 2 else []
-
-        first, second = await eventually(two_versions, timeout=5)
+    first, second = await keyed_events(kafka_settings, topics.APPS, app["appId"], count=2, timeout=5)
     assert isinstance(first, AppUpserted) and isinstance(second, AppUpserted)
     assert [box.decrypt(s.ciphertext) for s in first.signing_secrets] == [old]
     assert [box.decrypt(s.ciphertext) for s in second.signing_secrets] == [new, old]
@@ -280,17 +258,9 @@ async def test_changes_reach_the_apps_stream(registry: Registry, kafka_settings:
     app = await _app(registry, tenant, webhookUrl="http://127.0.0.1:9/a")
     await c.put(f"/v1/apps/{app['appId']}", json={"webhookUrl": None}, headers=tenant["auth"])
     await c.delete(f"/v1/apps/{app['appId']}", headers=tenant["auth"])
-    async with TopicTail(kafka_settings, topics.APPS) as tail:
-
-        async def three() -> list[Any]:
-            mine = [
-                decode(topics.APPS, rec.value, rec.headers)
-                for rec in await tail.poll()
-                if rec.key == app["appId"].encode()
-            ]
-            return mine if len(mine) >= 3 else []
-
-        created, cleared, deleted = await eventually(three, timeout=5)
+    created, cleared, deleted = await keyed_events(
+        kafka_settings, topics.APPS, app["appId"], count=3, timeout=5
+    )
     assert isinstance(created, AppUpserted) and created.webhook_url == "http://127.0.0.1:9/a"
     assert created.tenant_id == tenant["tenantId"] and created.disabled is False
     assert isinstance(cleared, AppUpserted) and cleared.webhook_url is None

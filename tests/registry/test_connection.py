@@ -20,9 +20,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
-from tests.servers import serve
 from tests.simulators.ringcentral import SMS_FILTER, RingCentralSimulator, running_ringcentral
-from tests.support import eventually, wait_ready
+from tests.support import assert_error, eventually, serve, wait_ready
 
 from gravity_events.settings import KafkaSettings
 from gravity_ingest.app import create_app as create_ingest
@@ -136,16 +135,11 @@ async def gateway(
         yield Gateway(ingest_url, client, sim, database_url)
 
 
-def _error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body: dict[str, Any] = r.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
-    return body
-
-
 async def test_connect_handshake_and_first_event(gateway: Gateway) -> None:
     tenant = await gateway.tenant()
-    _error(await gateway.client.get("/v1/ringcentral/connection", headers=tenant["auth"]), 404, "not_found")
+    assert_error(
+        await gateway.client.get("/v1/ringcentral/connection", headers=tenant["auth"]), 404, "not_found"
+    )
     connected = await gateway.connect(tenant)
     assert set(connected) == {
         "status",
@@ -201,10 +195,12 @@ async def test_refused_credentials_answer_502_and_store_nothing(gateway: Gateway
         r = await gateway.client.put(
             "/v1/ringcentral/connection", json=gateway.credentials(**bad), headers=tenant["auth"]
         )
-        body = _error(r, 502, "ringcentral_error")
+        body = assert_error(r, 502, "ringcentral_error")
         assert body["error"]["details"]["ringcentralStatus"] in (400, 401)
         assert body["error"]["details"]["ringcentralError"]["error"] in ("invalid_grant", "invalid_client")
-    _error(await gateway.client.get("/v1/ringcentral/connection", headers=tenant["auth"]), 404, "not_found")
+    assert_error(
+        await gateway.client.get("/v1/ringcentral/connection", headers=tenant["auth"]), 404, "not_found"
+    )
     assert gateway.sim.subscriptions == {} and gateway.sim.created_requests == []
     # a platform that cannot be reached is a 502 too
     r = await gateway.client.put(
@@ -212,7 +208,7 @@ async def test_refused_credentials_answer_502_and_store_nothing(gateway: Gateway
         json=gateway.credentials(serverUrl="http://127.0.0.1:9"),
         headers=tenant["auth"],
     )
-    assert _error(r, 502, "ringcentral_error")["error"]["details"]["ringcentralStatus"] is None
+    assert assert_error(r, 502, "ringcentral_error")["error"]["details"]["ringcentralStatus"] is None
 
 
 async def test_connection_validation(gateway: Gateway) -> None:
@@ -223,9 +219,9 @@ async def test_connection_validation(gateway: Gateway) -> None:
         ({**gateway.credentials(), "serverUrl": "ftp://x"}, "serverUrl"),
     ]:
         r = await gateway.client.put("/v1/ringcentral/connection", json=body, headers=tenant["auth"])
-        error = _error(r, 422, "validation_error")
+        error = assert_error(r, 422, "validation_error")
         assert field in [d["field"] for d in error["error"]["details"]]
-    _error(
+    assert_error(
         await gateway.client.put("/v1/ringcentral/connection", json=gateway.credentials()),
         401,
         "unauthorized",
@@ -270,8 +266,10 @@ async def test_disconnect_refuses_events(gateway: Gateway) -> None:
     r = await gateway.client.delete("/v1/ringcentral/connection", headers=tenant["auth"])
     assert r.status_code == 204
     assert sub.id in gateway.sim.deleted_subscriptions
-    _error(await gateway.client.get("/v1/ringcentral/connection", headers=tenant["auth"]), 404, "not_found")
-    _error(
+    assert_error(
+        await gateway.client.get("/v1/ringcentral/connection", headers=tenant["auth"]), 404, "not_found"
+    )
+    assert_error(
         await gateway.client.delete("/v1/ringcentral/connection", headers=tenant["auth"]), 404, "not_found"
     )
     late = gateway.sim.add_message()
@@ -296,7 +294,9 @@ async def test_disconnect_when_ringcentral_refuses_still_disconnects(gateway: Ga
     assert r.status_code == 204
     gateway.sim.throttle(0)
     assert connected["subscriptionId"] not in gateway.sim.deleted_subscriptions  # RingCentral said 429
-    _error(await gateway.client.get("/v1/ringcentral/connection", headers=tenant["auth"]), 404, "not_found")
+    assert_error(
+        await gateway.client.get("/v1/ringcentral/connection", headers=tenant["auth"]), 404, "not_found"
+    )
 
 
 async def test_recreate_after_blacklisted_and_backfill_what_was_missed(gateway: Gateway) -> None:

@@ -6,13 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import httpx
-from tests.fixtures import TopicTail, notification, publish_events
 from tests.registry.conftest import Registry
-from tests.support import eventually
+from tests.support import assert_error, eventually, keyed_events, notification, publish_events
 
 from gravity_events import ids, topics
-from gravity_events.codec import decode
 from gravity_events.models import (
     AppEndpointDisabled,
     AppUpserted,
@@ -21,11 +18,6 @@ from gravity_events.models import (
     RcNotification,
 )
 from gravity_events.settings import KafkaSettings
-
-
-def _error(r: httpx.Response, status: int, code: str) -> None:
-    assert r.status_code == status, r.text
-    assert r.json()["error"]["code"] == code
 
 
 async def _app(registry: Registry, tenant: dict[str, Any], url: str | None = "http://127.0.0.1:9/h") -> str:
@@ -100,9 +92,9 @@ async def test_attempts_are_listed_filtered_and_paged(
             break
     assert seen == [(d["messageId"], d["attempt"]) for d in listed]
 
-    _error(await c.get(path, headers=other["auth"]), 404, "not_found")
-    _error(await c.get(path + "?status=maybe", headers=tenant["auth"]), 422, "validation_error")
-    _error(await c.get(path + "?cursor=nonsense", headers=tenant["auth"]), 422, "validation_error")
+    assert_error(await c.get(path, headers=other["auth"]), 404, "not_found")
+    assert_error(await c.get(path + "?status=maybe", headers=tenant["auth"]), 422, "validation_error")
+    assert_error(await c.get(path + "?cursor=nonsense", headers=tenant["auth"]), 422, "validation_error")
 
 
 async def test_fanout_disables_and_a_put_re_enables(
@@ -122,15 +114,7 @@ async def test_fanout_disables_and_a_put_re_enables(
     await eventually(disabled, timeout=10)
     r = await c.put(f"/v1/apps/{app_id}", json={"disabled": False}, headers=tenant["auth"])
     assert r.json()["disabled"] is False
-    async with TopicTail(kafka_settings, topics.APPS) as tail:
-
-        async def three() -> list[Any]:
-            mine = [
-                decode(topics.APPS, x.value, x.headers) for x in await tail.poll() if x.key == app_id.encode()
-            ]
-            return mine if len(mine) >= 3 else []
-
-        states = await eventually(three, timeout=5)
+    states = await keyed_events(kafka_settings, topics.APPS, app_id, count=3, timeout=5)
     assert [s.disabled for s in states if isinstance(s, AppUpserted)] == [False, True, False]
 
 
@@ -162,28 +146,19 @@ async def test_manual_retry_is_published_for_fanout(
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "queued" and r.json()["messageId"] == message["messageId"]
 
-    _error(await c.post(path, headers=other["auth"]), 404, "not_found")
-    _error(
+    assert_error(await c.post(path, headers=other["auth"]), 404, "not_found")
+    assert_error(
         await c.post(f"/v1/apps/{app_id}/deliveries/msg_000000000000/retry", headers=tenant["auth"]),
         404,
         "not_found",
     )
-    _error(
+    assert_error(
         await c.post(f"/v1/apps/{no_url}/deliveries/{message['messageId']}/retry", headers=tenant["auth"]),
         409,
         "conflict",
     )
 
-    async with TopicTail(kafka_settings, topics.DELIVERY_REQUESTS) as tail:
-
-        async def requested() -> list[Any]:
-            return [
-                decode(topics.DELIVERY_REQUESTS, x.value, x.headers)
-                for x in await tail.poll()
-                if x.key == app_id.encode()
-            ]
-
-        [request] = await eventually(requested, timeout=5)
+    [request] = await keyed_events(kafka_settings, topics.DELIVERY_REQUESTS, app_id, timeout=5)
     assert isinstance(request, DeliveryRequested) and request.app_id == app_id
     assert request.event.message_id == message["messageId"] and request.event.body == message["body"]
     assert request.event.from_ == message["from"] and request.tenant_id == tenant["tenantId"]

@@ -11,10 +11,17 @@ It implements what the gateway calls, with RingCentral's field names:
 
 and lets a test steer it: mark a subscription ``Blacklisted``, expire tokens, answer 429 with
 ``Retry-After``, and send instant-SMS notifications with the subscription's ``Verification-Token``.
+
+Like RingCentral, the message-store list gives ``id`` (and ``conversationId``) as JSON integers, while
+the instant notification's ``body.id`` is a string. To test what a hostile or broken platform can do, a
+test can make any route misbehave over real HTTP (:meth:`RingCentralSimulator.misbehave` with
+:func:`raw_answer`, :func:`trickle`, :func:`huge_body`), page the message store forever, or answer with a
+subscription id of its choosing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import secrets
@@ -28,12 +35,21 @@ from urllib.parse import parse_qs
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.servers import serve
+from tests.support import serve
 
-__all__ = ["RingCentralSimulator", "SimCall", "SimSubscription", "running_ringcentral"]
+__all__ = [
+    "Answer",
+    "RingCentralSimulator",
+    "SimCall",
+    "SimSubscription",
+    "huge_body",
+    "raw_answer",
+    "running_ringcentral",
+    "trickle",
+]
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SMS_FILTER = "/restapi/v1.0/account/~/extension/~/message-store/instant?type=SMS"
@@ -49,6 +65,61 @@ def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse
         status_code=status,
         headers=headers,
     )
+
+
+Answer = Callable[[Request], Awaitable[Response]]
+"""What a misbehaving route answers instead of RingCentral's answer."""
+
+ROUTES = ("token", "create_subscription", "subscription", "renew", "message_store")
+
+
+def raw_answer(body: bytes | str, *, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
+    """Answer exactly ``body`` (``Content-Type: application/json`` unless ``headers`` say otherwise)."""
+    content = body.encode() if isinstance(body, str) else body
+
+    async def answer(request: Request) -> Response:
+        return Response(
+            content, status_code=status, headers={"content-type": "application/json", **(headers or {})}
+        )
+
+    return answer
+
+
+def trickle(*, every: float = 0.2, status: int = 200) -> Answer:
+    """Send the status line and headers, then one byte of a JSON body every ``every`` seconds, forever."""
+
+    async def answer(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"{"
+            while True:
+                await asyncio.sleep(every)
+                yield b" "
+
+        return StreamingResponse(body(), status_code=status, media_type="application/json")
+
+    return answer
+
+
+def huge_body(*, size: int = 4 * 1024**3, status: int = 200) -> Answer:
+    """A body of ``size`` bytes (gigabytes by default), streamed as fast as the reader takes it, with an
+    honest ``Content-Length`` unless ``size`` is 0 (then chunked, endless)."""
+    chunk = b'{"records": [' + b" " * (65_536 - 13)
+
+    async def answer(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            sent = 0
+            while size == 0 or sent < size:
+                piece = chunk if size == 0 else chunk[: size - sent]
+                sent += len(piece)
+                yield piece
+                # let the event loop run (the server shares it with the test): a reader that hung up
+                # is noticed, and the stream ends
+                await asyncio.sleep(0)
+
+        headers = {"content-length": str(size)} if size else None
+        return StreamingResponse(body(), status_code=status, media_type="application/json", headers=headers)
+
+    return answer
 
 
 @dataclass(frozen=True)
@@ -115,6 +186,10 @@ class RingCentralSimulator:
         self.port = 0
         self.account_id = "809646016"
         self.extension_id = "629893016"
+        self.faults: dict[str, Answer] = {}
+        self.endless_paging = False
+        self.next_subscription_id: str | None = None
+        self.renew_answers_id: str | None = None
 
     # -- steering ----------------------------------------------------------------------------
 
@@ -144,6 +219,20 @@ class RingCentralSimulator:
         """The next ``count`` API calls answer 429 with ``Retry-After``."""
         self.rate_limit_next = count
         self.retry_after_seconds = retry_after
+
+    def misbehave(self, route: str, answer: Answer | None) -> None:
+        """Answer calls to ``route`` (one of :data:`ROUTES`) with ``answer`` from now on; None restores
+        the normal answer. The call is still logged, with the status the fault answers."""
+        if route not in ROUTES:
+            raise ValueError(route)
+        if answer is None:
+            self.faults.pop(route, None)
+        else:
+            self.faults[route] = answer
+
+    def page_forever(self, enabled: bool = True) -> None:
+        """The message store always promises a next page (repeating the last one)."""
+        self.endless_paging = enabled
 
     def add_message(
         self, *, text: str = "hello", rc_id: str | None = None, **overrides: Any
@@ -300,8 +389,9 @@ class RingCentralSimulator:
         if not echoed:
             return _error(400, "SUB-520", "WebHook responds with incorrect HTTP status or Validation-Token")
         expires_in = int(data.get("expiresIn", 604800))
+        forced, self.next_subscription_id = self.next_subscription_id, None
         sub = SimSubscription(
-            id=secrets.token_hex(8) + "-" + secrets.token_hex(4),
+            id=forced or secrets.token_hex(8) + "-" + secrets.token_hex(4),
             event_filters=list(data["eventFilters"]),
             address=mode["address"],
             verification_token=str(mode.get("verificationToken", "")),
@@ -345,7 +435,10 @@ class RingCentralSimulator:
         if sub.status == "Blacklisted":
             return _error(403, "SUB-522", "Subscription is blacklisted")
         sub.expiration_time = datetime.now(UTC) + timedelta(seconds=sub.expires_in)
-        return JSONResponse(sub.to_json())
+        answer = sub.to_json()
+        if self.renew_answers_id is not None:
+            answer["id"] = self.renew_answers_id
+        return JSONResponse(answer)
 
     async def message_store(self, request: Request) -> Response:
         self.calls.append(("GET", "/restapi/v1.0/account/~/extension/~/message-store"))
@@ -364,11 +457,15 @@ class RingCentralSimulator:
         records.sort(key=lambda m: m["creationTime"], reverse=True)
         per_page = int(q.get("perPage", 100))
         page = int(q.get("page", 1))
-        chunk = records[(page - 1) * per_page : page * per_page]
-        more = page * per_page < len(records)
+        if self.endless_paging:
+            page_records = records[:per_page]
+            more = True
+        else:
+            page_records = records[(page - 1) * per_page : page * per_page]
+            more = page * per_page < len(records)
         return JSONResponse(
             {
-                "records": chunk,
+                "records": [_listed(m) for m in page_records],
                 "paging": {
                     "page": page,
                     "perPage": per_page,
@@ -382,11 +479,17 @@ class RingCentralSimulator:
     def _logged(
         self, handler: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
+        route = handler.__name__
+
         async def endpoint(request: Request) -> Response:
             detail: dict[str, Any] = {}
             if request.url.path.endswith("/oauth/token"):
                 form = parse_qs((await request.body()).decode())
                 detail["grant_type"] = form.get("grant_type", [""])[0]
+            fault = self.faults.get(route)
+            if fault is not None:
+                self.calls.append((request.method, request.url.path))
+                return self._record(request, await fault(request), fault=True, **detail)
             return self._record(request, await handler(request), **detail)
 
         return endpoint
@@ -410,6 +513,17 @@ class RingCentralSimulator:
                 ),
             ]
         )
+
+
+def _listed(message: dict[str, Any]) -> dict[str, Any]:
+    """A stored message as the list API gives it: ``id`` and ``conversationId`` as JSON integers."""
+    listed = dict(message)
+    if str(listed.get("id", "")).isdigit():
+        listed["id"] = int(listed["id"])
+    conversation = listed.get("conversation")
+    if isinstance(conversation, dict) and str(conversation.get("id", "")).isdigit():
+        listed["conversationId"] = int(conversation["id"])
+    return listed
 
 
 @contextlib.asynccontextmanager

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.simulators.receiver import running_receiver
 from tests.simulators.ringcentral import JWT_GRANT, SMS_FILTER, running_ringcentral
+from tests.support import running_receiver
 
 
 async def _login(client: httpx.AsyncClient, jwt: str = "sim-jwt") -> httpx.Response:

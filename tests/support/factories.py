@@ -1,4 +1,4 @@
-"""Reusable test pieces: contract-shaped notifications, topic readers, publishing change events."""
+"""Contract-shaped test data: RingCentral notifications and the events the services publish about them."""
 
 from __future__ import annotations
 
@@ -7,18 +7,12 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-from gravity_events import topics
 from gravity_events.ids import utcnow
-from gravity_events.kafka import make_producer, offsets_at, publish
-from gravity_events.models import Event, RcNotification, SubscriptionActive, SubscriptionRemoved
-from gravity_events.settings import KafkaSettings
+from gravity_events.models import RcNotification, SubscriptionActive, SubscriptionRemoved
 
 __all__ = [
-    "TopicTail",
+    "SMS_EVENT",
     "notification",
-    "publish_events",
     "raw_event",
     "subscription_active",
     "subscription_removed",
@@ -80,56 +74,3 @@ def raw_event(
         received_at=received_at or utcnow(),
         notification=n,
     )
-
-
-async def publish_events(settings: KafkaSettings, topic: str, *events: tuple[str, Event]) -> None:
-    """Publish (key, event) pairs the way the services do."""
-    producer: AIOKafkaProducer = make_producer(settings, client_id="tests")
-    await producer.start()
-    try:
-        for key, event in events:
-            await publish(producer, topic, event, key=key)
-    finally:
-        await producer.stop()
-
-
-class TopicTail:
-    """Reads every partition of a topic from offset 0, or from ``since`` (epoch ms) when given.
-
-    Tests that wait for something they just caused pass ``since`` (taken before causing it): by the later
-    modules of a session the canonical and deliveries topics hold hundreds of thousands of records, and
-    re-reading them from 0 on every run has taken longer than the test's deadline.
-    """
-
-    def __init__(self, settings: KafkaSettings, topic: str, *, since: int | None = None) -> None:
-        self.topic = topic
-        self.records: list[Any] = []
-        self._since = since
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=10,
-        )
-
-    async def __aenter__(self) -> TopicTail:
-        await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        starts = await offsets_at(self._consumer, tps, self._since) if self._since else dict.fromkeys(tps, 0)
-        for tp, offset in starts.items():
-            self._consumer.seek(tp, offset)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
-
-    async def poll(self) -> list[Any]:
-        """Read what has arrived since the last poll; return everything read so far."""
-        batch = await self._consumer.getmany(timeout_ms=50)
-        for records in batch.values():
-            self.records.extend(records)
-        return self.records
-
-
-__all__ += ["topics"]

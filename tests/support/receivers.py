@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.servers import serve
+from tests.support.servers import serve
 
 __all__ = ["Behaviour", "Received", "WebhookReceiver", "running_receiver"]
 

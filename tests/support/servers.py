@@ -1,9 +1,10 @@
-"""Serve an ASGI app with uvicorn on a real loopback port inside the test's event loop."""
+"""Loopback ports and uvicorn servers on them, in the test's event loop or in a thread of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -11,9 +12,15 @@ from typing import Any
 
 import uvicorn
 
-from tests.support import free_port
+__all__ = ["free_port", "serve", "serve_in_thread"]
 
-__all__ = ["serve", "serve_in_thread"]
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 @contextlib.asynccontextmanager

@@ -1,10 +1,9 @@
-"""Test helpers: deterministic waits and loopback ports. No sleeps-and-hope anywhere in the suite."""
+"""Deterministic waits: poll until a condition holds or a deadline passes, never a bare sleep."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -13,7 +12,7 @@ from typing import TypeVar
 
 import httpx
 
-__all__ = ["eventually", "free_port", "wait_ready"]
+__all__ = ["eventually", "wait_ready"]
 
 T = TypeVar("T")
 
@@ -40,14 +39,6 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"condition not met within {timeout}s; last: {last!r}")
         await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def wait_ready(

@@ -7,8 +7,7 @@ import time
 
 import orjson
 import pytest
-from tests.simulators.receiver import running_receiver
-from tests.support import free_port
+from tests.support import free_port, running_receiver
 
 from gravity_webhooks import (
     RESPONSE_BODY_LIMIT,

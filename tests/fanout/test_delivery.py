@@ -1,0 +1,84 @@
+"""Fanout's deliveries: the exact bytes, headers and signatures an endpoint gets, and which apps get them."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from tests.fanout.conftest import (
+    World,
+    app_event,
+    deliveries,
+    fanout_settings,
+    running_fanout,
+)
+from tests.support import (
+    eventually,
+    publish_events,
+    running_receiver,
+)
+
+from gravity_events import ids, topics
+from gravity_events.codec import encode
+from gravity_events.models import DeliveryAttempt
+from gravity_events.settings import KafkaSettings
+from gravity_webhooks import new_signing_secret, verify
+
+
+async def test_exact_payload_headers_and_signature(kafka_settings: KafkaSettings, world: World) -> None:
+    async with running_receiver() as receiver, running_fanout(fanout_settings(kafka_settings)):
+        app_id, secret = await world.app(receiver.url("/hook"))
+        [event] = await world.send()
+        [request] = await eventually(lambda: receiver.received("/hook"), timeout=10)
+    assert request.body == encode(event)  # byte-identical to the sms_inbound record
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["webhook-id"] == event.message_id
+    assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
+    assert request.headers["user-agent"].startswith("Gravity-SMS-Webhooks/")
+    verify(secret, request.headers, request.body)
+    [attempt] = await deliveries(world, app_id, 1)
+    assert isinstance(attempt, DeliveryAttempt) and attempt.succeeded and attempt.attempt == 1
+    assert (
+        attempt.message_id == event.message_id
+        and attempt.response_code == 200
+        and attempt.next_attempt_at is None
+    )
+
+
+async def test_rotation_signs_with_both_live_secrets(kafka_settings: KafkaSettings, world: World) -> None:
+    new, old, gone = new_signing_secret(), new_signing_secret(), new_signing_secret()
+    later, earlier = ids.utcnow() + timedelta(hours=24), ids.utcnow() - timedelta(seconds=1)
+    async with running_receiver() as receiver, running_fanout(fanout_settings(kafka_settings)):
+        await world.app(receiver.url("/rotating"), (new, None), (old, later))
+        await world.app(receiver.url("/expired"), (new, None), (gone, earlier))
+        await world.send()
+        [rotating] = await eventually(lambda: receiver.received("/rotating"), timeout=10)
+        [expired] = await eventually(lambda: receiver.received("/expired"), timeout=10)
+    assert len(rotating.headers["webhook-signature"].split()) == 2
+    verify(new, rotating.headers, rotating.body)
+    verify(old, rotating.headers, rotating.body)
+    assert len(expired.headers["webhook-signature"].split()) == 1  # the rotation window is over
+    verify(new, expired.headers, expired.body)
+
+
+async def test_removing_the_url_stops_deliveries(kafka_settings: KafkaSettings, world: World) -> None:
+    async with running_receiver() as receiver, running_fanout(fanout_settings(kafka_settings)) as app:
+        app_id, secret = await world.app(receiver.url("/a"))
+        await world.app(receiver.url("/b"))
+        await world.send()
+        await eventually(lambda: receiver.received("/a") and receiver.received("/b"), timeout=10)
+        event = app_event(world.tenant_id, app_id, None, (secret, None))
+        await publish_events(kafka_settings, topics.APPS, (app_id, event))
+        await eventually(lambda: app.state.apps.get(app_id).webhook_url is None, timeout=5)
+        await world.send(3)
+        await eventually(lambda: len(receiver.received("/b")) >= 4, timeout=10)
+    assert len(receiver.received("/a")) == 1
+
+
+async def test_disabled_apps_get_nothing(kafka_settings: KafkaSettings, world: World) -> None:
+    async with running_receiver() as receiver, running_fanout(fanout_settings(kafka_settings)):
+        await world.app(receiver.url("/off"), disabled=True)
+        await world.app(receiver.url("/on"))
+        await world.send(2)
+        await eventually(lambda: len(receiver.received("/on")) >= 2, timeout=10)
+    assert receiver.received("/off") == []
