@@ -26,7 +26,16 @@ def compose(repo_root: Path) -> dict[str, Any]:
 
 def test_compose_has_the_production_shape(repo_root: Path, compose: dict[str, Any]) -> None:
     services = {name: s for name, s in compose["services"].items() if "profiles" not in s}
-    assert set(services) == {"kafka", "postgres", "topics", "registry", "ingest", "fanout", "realtime", "front"}
+    assert set(services) == {
+        "kafka",
+        "postgres",
+        "topics",
+        "registry",
+        "ingest",
+        "fanout",
+        "realtime",
+        "front",
+    }
     assert services["topics"]["command"] == ["gravity-registry", "topics"]
     assert services["kafka"]["image"].startswith("apache/kafka")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
