@@ -109,9 +109,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from gravity_registry.app import create_app
     from gravity_registry.settings import Settings
     from gravity_service.serve import serve
+    from gravity_service.telemetry import setup
 
     settings = Settings()
-    logs.configure(settings.log_level)
+    setup(settings, service="registry")
     if args.command == "republish":
         sys.exit(asyncio.run(_republish(settings, prune=args.prune, timeout=args.timeout)))
     serve(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)

@@ -32,6 +32,7 @@ from gravity_registry.limits import BodyLimit, TokenBuckets
 from gravity_registry.ringcentral import RingCentralClient
 from gravity_registry.settings import Settings
 from gravity_service.health import OK, Check, health_router
+from gravity_service.metrics import RegistryMetrics, install_metrics
 from gravity_service.tasks import Supervisor
 from gravity_webhooks import DeliveryClient, SecretBox
 
@@ -45,6 +46,7 @@ USER_AGENT = "Gravity-SMS-Webhooks/0.1.0"
 def create_app(settings: Settings) -> FastAPI:
     """Build the registry app for ``settings``."""
     supervisor = Supervisor()
+    metrics = RegistryMetrics(tenant_labels=settings.metrics_tenant_labels)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,12 +59,16 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_topics(settings)
             producer = make_producer(settings, client_id="gravity-registry")
             await producer.start()
-            outbox = OutboxPublisher(pool, producer, sweep_seconds=settings.outbox_sweep_seconds)
+            outbox = OutboxPublisher(
+                pool, producer, sweep_seconds=settings.outbox_sweep_seconds, metrics=metrics
+            )
             if settings.republish_check:
                 await _republish_if_lost(settings, pool, outbox)
-            projection = make_projection(settings, pool, producer)
+            projection = make_projection(settings, pool, producer, metrics)
             delivery_log = make_delivery_log(settings, pool, producer, outbox)
             await asyncio.gather(projection.start(), delivery_log.start())  # group joins overlap
+            metrics.consumer_lag.track(projection)
+            metrics.consumer_lag.track(delivery_log)
             rc_client = RingCentralClient(timeout=settings.rc_timeout_seconds)
             delivery_client = DeliveryClient(
                 production=settings.production, user_agent=USER_AGENT, max_connections=50
@@ -94,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Tenants, API keys, apps, RingCentral connections and the messages read model.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
+    app.state.settings, app.state.metrics = settings, metrics
     app.state.pool = app.state.projection = app.state.delivery_log = None
     secret_key = settings.secret_key.get_secret_value() if settings.secret_key else ""
     box = SecretBox(secret_key)
@@ -109,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(health_router(_readiness_checks(app), supervisor=supervisor))
+    install_metrics(app, metrics)
     return app
 
 

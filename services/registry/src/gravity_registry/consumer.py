@@ -3,6 +3,8 @@ in its own consumer group, one batch at a time."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
@@ -13,15 +15,27 @@ from gravity_registry.handlers.outbox import OutboxPublisher
 from gravity_registry.handlers.projection import project_batch
 from gravity_registry.settings import Settings
 
+if TYPE_CHECKING:
+    from gravity_service.metrics import RegistryMetrics
+
 __all__ = ["make_delivery_log", "make_projection"]
 
 
-def make_projection(settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> EventConsumer:
+def make_projection(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    metrics: RegistryMetrics | None = None,
+) -> EventConsumer:
     """getmany → project_batch (rows + sms_inbound durable) → commit."""
 
     async def handle(batch: list[Envelope]) -> None:
         await project_batch(
-            batch, pool=pool, producer=producer, lock_timeout=settings.order_lock_timeout_seconds
+            batch,
+            pool=pool,
+            producer=producer,
+            lock_timeout=settings.order_lock_timeout_seconds,
+            metrics=metrics,
         )
 
     return EventConsumer(

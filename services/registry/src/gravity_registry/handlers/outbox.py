@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import asyncpg
 import orjson
@@ -15,6 +16,9 @@ from aiokafka import AIOKafkaProducer
 from gravity_events.codec import encode, encode_headers
 from gravity_events.models import Event
 from gravity_registry import db
+
+if TYPE_CHECKING:
+    from gravity_service.metrics import RegistryMetrics
 
 __all__ = ["OutboxPublisher", "enqueue_event"]
 
@@ -34,7 +38,15 @@ class OutboxPublisher:
     covers other copies' commits and earlier failures.
     """
 
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, sweep_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        *,
+        sweep_seconds: float,
+        metrics: RegistryMetrics | None = None,
+    ) -> None:
+        self._metrics = metrics
         self._pool = pool
         self._producer = producer
         self._sweep = sweep_seconds
@@ -58,6 +70,10 @@ class OutboxPublisher:
                     pass
             except Exception:
                 log.exception("outbox publishing failed; retrying")
+            if self._metrics is not None:
+                with contextlib.suppress(Exception):  # a gauge is not worth failing the loop for
+                    async with self._pool.acquire() as conn:
+                        self._metrics.outbox_depth.set(await db.outbox_depth(conn))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._sweep)
             self._wake.clear()

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from gravity_events import topics
+from gravity_events import logs, topics, tracing
 from gravity_events.codec import RECEIVED_AT_HEADER, encode, encode_headers
 from gravity_events.ids import TENANT_ID_RE, format_timestamp, message_id_for
 from gravity_events.kafka import Envelope
@@ -20,6 +21,9 @@ from gravity_events.models import RcNotification
 from gravity_events.ringcentral import NotificationError, extract_inbound_sms
 from gravity_registry import db
 from gravity_registry.handlers.messages import sms_event
+
+if TYPE_CHECKING:
+    from gravity_service.metrics import RegistryMetrics
 
 __all__ = ["project_batch", "stamp_in_gateway_order"]
 
@@ -51,7 +55,12 @@ async def _dead_letter(producer: AIOKafkaProducer, envelope: Envelope, reason: s
 
 
 async def project_batch(
-    batch: Sequence[Envelope], *, pool: asyncpg.Pool, producer: AIOKafkaProducer, lock_timeout: float
+    batch: Sequence[Envelope],
+    *,
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    lock_timeout: float,
+    metrics: RegistryMetrics | None = None,
 ) -> None:
     """Store each raw notification once and publish ``sms_inbound`` for what is not yet published.
     Notifications of tenants this registry does not know are skipped.
@@ -136,7 +145,14 @@ async def project_batch(
             for row, received_at in pending:  # committed first: a resume's history read sees what is live
                 event = sms_event(row)
                 stamp = format_timestamp(received_at).encode()
-                headers = [*encode_headers(event), (RECEIVED_AT_HEADER, stamp)]
+                origin = origins.get((row["tenant_id"], row["rc_message_id"]))  # none: a crash left it
+                # the event continues the notification's trace (ingest put its context on the raw record)
+                with tracing.span(
+                    "sms_inbound publish",
+                    parent=origin.headers if origin is not None else None,
+                    kind=tracing.SpanKind.PRODUCER,
+                ):
+                    headers = [*encode_headers(event), (RECEIVED_AT_HEADER, stamp)]
                 futures.append(
                     await producer.send(
                         topics.SMS_INBOUND, encode(event), key=row["tenant_id"].encode(), headers=headers
@@ -145,8 +161,32 @@ async def project_batch(
             await asyncio.gather(*futures)
             if pending:
                 await db.mark_published(conn, keys=[(r["tenant_id"], r["rc_message_id"]) for r, _ in pending])
+            _observe(pending, origins, metrics)
         finally:
             await db.unlock_tenants(conn, tenant_ids=tenant_ids)
+
+
+def _observe(
+    pending: Sequence[tuple[asyncpg.Record, datetime]],
+    origins: dict[tuple[str, str], Envelope],
+    metrics: RegistryMetrics | None,
+) -> None:
+    """Log each published message and, with ``metrics``, count it and time it from its raw record's
+    append to now (every acknowledgement is in)."""
+    now = time.time()
+    for row, _ in pending:
+        origin = origins.get((row["tenant_id"], row["rc_message_id"]))
+        log.info(
+            "stored message",
+            extra=logs.ids(
+                tenant_id=row["tenant_id"], message_id=row["message_id"], rc_message_id=row["rc_message_id"]
+            ),
+        )
+        if metrics is None:
+            continue
+        metrics.labels(metrics.messages_stored, tenant_id=row["tenant_id"]).inc()
+        if origin is not None:
+            metrics.projection_seconds.observe(max(now - origin.timestamp_ms / 1000, 0.0))
 
 
 async def _store(
