@@ -13,7 +13,7 @@ from gravity_events import topics
 from gravity_events.kafka import ChangeStreamReader, ensure_topics
 from gravity_realtime import ws
 from gravity_realtime.consumer import LiveStream
-from gravity_realtime.handlers import KeyTable, LiveRouter
+from gravity_realtime.tables import KeyTable, LiveRouter
 from gravity_realtime.hub import Hub
 from gravity_realtime.keys import RegistryKeys, TokenBucket
 from gravity_realtime.redact import install_token_redaction
