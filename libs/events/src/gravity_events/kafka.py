@@ -42,6 +42,7 @@ __all__ = [
     "ConsumerLag",
     "Envelope",
     "EventConsumer",
+    "MissingTopicsError",
     "dead_letter",
     "decode_record",
     "ensure_topics",
@@ -78,12 +79,23 @@ async def offsets_at(
     return {tp: hits.get(tp, ends[tp]) for tp in tps}
 
 
+class MissingTopicsError(RuntimeError):
+    """Topics a service needs are not on the broker, and it may not create them (production)."""
+
+
 async def ensure_topics(
-    settings: KafkaSettings, specs: Sequence[TopicSpec] = ALL_TOPICS, *, timeout: float = 60.0
+    settings: KafkaSettings,
+    specs: Sequence[TopicSpec] = ALL_TOPICS,
+    *,
+    timeout: float = 60.0,
+    create: bool = True,
 ) -> None:
     """Create the topics that are missing and wait until every one is in the metadata.
 
-    Safe to run concurrently from every service: "already exists" counts as success.
+    Safe to run concurrently from every service: "already exists" counts as success. With ``create``
+    false (every service in production) it only verifies: topics are provisioned by one explicit step,
+    ``gravity-registry topics``, with the cluster's replication settings, and a missing one raises
+    :class:`MissingTopicsError` instead of being created with a service's defaults.
     """
     deadline = time.monotonic() + timeout
     admin = AIOKafkaAdminClient(**settings.client_options(), client_id="gravity-bootstrap")
@@ -98,6 +110,11 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
+        if missing and not create:
+            raise MissingTopicsError(
+                f"topics missing on the broker: {', '.join(s.name for s in missing)}; "
+                "provision them with `gravity-registry topics`"
+            )
         if missing:
             response = await admin.create_topics(
                 [

@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> IngestApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(settings)
+        await ensure_topics(settings, create=not settings.production)
         table = SubscriptionTable()
         reader = ChangeStreamReader(
             settings, topics=[topics.SUBSCRIPTIONS], apply=table.apply, client_id="gravity-ingest"

@@ -13,11 +13,11 @@ from gravity_events import topics
 from gravity_events.kafka import ChangeStreamReader, ensure_topics
 from gravity_realtime import ws
 from gravity_realtime.consumer import LiveStream
-from gravity_realtime.tables import KeyTable, LiveRouter
 from gravity_realtime.hub import Hub
 from gravity_realtime.keys import RegistryKeys, TokenBucket
 from gravity_realtime.redact import install_token_redaction
 from gravity_realtime.settings import Settings
+from gravity_realtime.tables import KeyTable, LiveRouter
 from gravity_service.errors import install_error_handlers
 from gravity_service.health import OK, health_router
 from gravity_service.metrics import RealtimeMetrics, install_metrics
@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(settings)
+        await ensure_topics(settings, create=not settings.production)
         keys = KeyTable(hub)
         key_reader = ChangeStreamReader(
             settings, topics=[topics.API_KEYS], apply=keys.apply, client_id="gravity-realtime"

@@ -53,7 +53,7 @@ async def _republish(settings: Settings, *, prune: bool, timeout: float) -> int:
 
     pool = await asyncpg.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
     try:
-        await ensure_topics(settings)
+        await ensure_topics(settings, create=not settings.production)
         producer = make_producer(settings, client_id="gravity-registry-republish")
         await producer.start()
         try:

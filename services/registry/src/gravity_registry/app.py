@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
                 applied = await db.apply_migrations(conn)
             if applied:
                 log.info("applied migrations %s", applied)
-            await ensure_topics(settings)
+            await ensure_topics(settings, create=not settings.production)
             producer = make_producer(settings, client_id="gravity-registry")
             await producer.start()
             outbox = OutboxPublisher(
