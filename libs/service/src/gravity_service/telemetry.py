@@ -26,7 +26,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from gravity_events import logs, tracing
+from gravity_events import logs
+from gravity_events.settings import KafkaSettings, tracing
 from gravity_service.settings import ServiceSettings
 
 __all__ = ["configure_tracing", "service_name", "setup", "shutdown_tracing", "tracing_requested"]
@@ -96,3 +97,5 @@ def setup(settings: ServiceSettings, *, service: str) -> None:
     ``main()``, before ``create_app``."""
     logs.configure(settings.log_level, log_format=settings.log_format, service=service_name(service))
     configure_tracing(service)
+    if isinstance(settings, KafkaSettings):
+        settings.warn_if_plaintext(production=settings.production)
