@@ -26,8 +26,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from gravity_events import logs
-from gravity_events.settings import KafkaSettings, tracing
+from gravity_events import logs, tracing
+from gravity_events.settings import KafkaSettings
 from gravity_service.settings import ServiceSettings
 
 __all__ = ["configure_tracing", "service_name", "setup", "shutdown_tracing", "tracing_requested"]
