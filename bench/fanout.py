@@ -1,4 +1,4 @@
-"""Fanout benchmark (issue 4).
+"""Fanout benchmark.
 
 1. Webhook latency: ingest POST → webhook received, at 200 events/s for 10 s, 20 apps of one tenant. Run
    once with the 20 fast apps alone, then again with a hanging app and a 500-answering app added, side by
@@ -285,7 +285,7 @@ async def run(infra: Any) -> str:
         f"{summary_ms(light)}; missing {missing_light} (goal p99 ≤ 50 ms) |",
         f"| the same with a hanging and a 500-answering app added | {summary_ms(bad)}; "
         f"missing {missing_bad}; fast apps' p99 changed {change:+.0%} (goal < 20 %) |",
-        "| the issue's load: 200 events/s x 20 apps (4,000 deliveries/s), bad apps too "
+        "| the heavy load: 200 events/s x 20 apps (4,000 deliveries/s), bad apps too "
         "| "
         f"{summary_ms(spec)}; not delivered within 30 s: {missing_spec} |",
         "| fanout ceiling: 300 messages x 100 apps appended to `sms_inbound` "

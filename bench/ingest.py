@@ -1,4 +1,4 @@
-"""Ingest benchmark (issue 2 §7).
+"""Ingest benchmark.
 
 1. Closed loop, 32 connections, 10 s: verified inbound-SMS POSTs to ingest, beside the same load on a bare
    uvicorn endpoint that only reads the body and answers 200 (same server stack, same run). Goal: ingest

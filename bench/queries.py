@@ -1,6 +1,6 @@
 """Registry read model at scale: 1,000,000 stored messages, the messages API's list and lookup latency.
 
-Goal (issue 6): list page p99 ≤ 20 ms. The registry runs as its own process on a fresh database; rows are
+Goal: list page p99 ≤ 20 ms. The registry runs as its own process on a fresh database; rows are
 generated inside PostgreSQL (``generate_series``), half for one large tenant, the rest over nine others.
 Each query is sent one at a time (latency, not throughput) over one keep-alive connection, beside two
 baselines from the same run: a bare uvicorn endpoint through the same client (the HTTP floor) and the

@@ -1,10 +1,10 @@
-"""Realtime benchmark (issue 5): connections per process, memory per connection, broadcast latency.
+"""Realtime benchmark: connections per process, memory per connection, broadcast latency.
 
 For 1,000 and 10,000 connections on one realtime process, and on a bare ``websockets`` server reading the same
 topic (the baseline, same run): connect time, server RSS growth per connection, and the latency from appending
 an ``sms_inbound`` record to the frame arriving at every client. Clients live in a separate process
 (``bench.ws_tools clients``). The event rate is scaled so both client counts see 10,000 frames/s (10 events/s
-at 1,000 clients, 1 event/s at 10,000): the issue's 100 events/s to 10,000 clients (1,000,000 frames/s) is far
+at 1,000 clients, 1 event/s at 10,000): the goal's 100 events/s to 10,000 clients (1,000,000 frames/s) is far
 beyond one 2-core box running the broker, PostgreSQL, the registry, the server and the clients.
 """
 
@@ -163,7 +163,7 @@ async def run(infra: Any) -> str:
     lines += [
         "",
         "Goals: 10,000 connections per process, ≤ 50 KiB each, broadcast p99 ≤ 250 ms at 10,000 clients "
-        "(the issue's rate of 100 events/s is not reproducible on this box; see the module docstring).",
+        "(the goal's rate of 100 events/s is not reproducible on this box; see the module docstring).",
         "",
     ]
     return "\n".join(lines)
