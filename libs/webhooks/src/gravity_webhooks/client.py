@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,10 +160,16 @@ class DeliveryClient:
         message_id: str,
         secrets: Sequence[str],
         timestamp: int | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> DeliveryResult:
-        """POST ``body`` to ``url`` signed with every secret in ``secrets``; never raises for I/O."""
+        """POST ``body`` to ``url`` signed with every secret in ``secrets``; never raises for I/O.
+
+        ``extra_headers`` (e.g. ``traceparent``) are sent too; they cannot replace the content type, the
+        signature headers or the others set here, whatever their case.
+        """
         stamp = int(time.time()) if timestamp is None else timestamp
-        headers = {
+        headers = {k.lower(): v for k, v in (extra_headers or {}).items()}
+        headers |= {
             "content-type": "application/json",
             # Only raw bytes are read back (aiter_raw): never decompressed, so never advertise gzip.
             "accept-encoding": "identity",

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from gravity_events import logs
 from gravity_fanout.app import create_app
 from gravity_fanout.settings import Settings
 from gravity_service.serve import serve
+from gravity_service.telemetry import setup
 
 
 def main() -> None:
     """Read settings once and serve (health and metrics only; the work is the lifespan's consumers)."""
     settings = Settings()
-    logs.configure(settings.log_level)
+    setup(settings, service="fanout")
     serve(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 

@@ -9,6 +9,9 @@ isolation), :mod:`~gravity_fanout.windows` (in-flight windows and commit points)
 :mod:`~gravity_fanout.consumer` (``sms_inbound``), :mod:`~gravity_fanout.retries` (the retry queue),
 :mod:`~gravity_fanout.requests` (manual re-sends), :mod:`~gravity_fanout.health` (routes).
 
+Metrics (``GET /metrics``, :class:`~gravity_service.metrics.FanoutMetrics`) count every attempt, what is in
+flight and due, and the lag of every consumer; the object is ``app.state.metrics``.
+
 The loops run under a :class:`~gravity_service.Supervisor`: one that dies is logged with its traceback,
 turns ``/readyz`` 503 and makes ``gravity_service.serve`` exit non-zero, so the process is restarted.
 """
@@ -35,6 +38,7 @@ from gravity_fanout.retries import RetryConsumer
 from gravity_fanout.schedule import RetryPolicy
 from gravity_fanout.settings import Settings
 from gravity_service import Supervisor
+from gravity_service.metrics import FanoutMetrics, install_metrics
 from gravity_webhooks import SecretBox
 
 __all__ = ["USER_AGENT", "create_app"]
@@ -64,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the fanout app for ``settings``."""
     readiness = Readiness()
     supervisor = Supervisor()
+    metrics = FanoutMetrics(tenant_labels=settings.metrics_tenant_labels)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
                 disable_after=timedelta(seconds=settings.disable_after_seconds),
                 retry_partitions=len(await producer.partitions_for(topics.FANOUT_RETRY)),
                 group=settings.consumer_group,
+                metrics=metrics,
             )
             lanes = Lanes(deliverer, settings)
 
@@ -97,6 +103,8 @@ def create_app(settings: Settings) -> FastAPI:
             retries = RetryConsumer(settings, apps, deliverer, producer)
             requests = make_request_consumer(settings, apps, deliverer, producer)
             consumers = (inbound, retries, requests)
+            for lagging in (reader, *consumers):
+                metrics.consumer_lag.track(lagging)
             # Cleanup, in reverse of this order: out of rotation, stop the loops, end the first attempts
             # the lanes hold (uncommitted: read again), leave the groups, close the reader.
             stack.push_async_callback(reader.close)
@@ -115,8 +123,11 @@ def create_app(settings: Settings) -> FastAPI:
             await _until(inbound.assigned, placed, PLACEMENT_TIMEOUT)  # reading from fixed positions
             readiness.consumers_placed()
             app.state.apps, app.state.deliverer, app.state.requests = apps, deliverer, requests
+            app.state.inbound, app.state.retries = inbound, retries
             yield
 
     app = FastAPI(title="Gravity fanout", version="0.1.0", lifespan=lifespan)
+    app.state.metrics = metrics
+    install_metrics(app, metrics)
     app.include_router(make_router(readiness, supervisor))
     return app

@@ -4,12 +4,19 @@ An offset is committed only when every job of its message and of every earlier m
 has finished its first attempt (success, or failure recorded and its retry queued): at-least-once (see
 :mod:`gravity_fanout.windows`). A partition the group never committed starts where the topic was when
 this process started, so a first deployment does not send the whole history to today's apps.
+
+One tenant holds at most ``GRAVITY_FANOUT_TENANT_SHARE`` of the ``max_in_flight`` slots: a message of a
+tenant that holds its share already is not worked on here but handed to the retry queue at once (a first
+attempt per target app, due now), so a flood of one tenant, or a tenant with hundreds of apps, never
+keeps another tenant's messages from being read and delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -19,7 +26,8 @@ from gravity_events import topics
 from gravity_events.codec import CodecError
 from gravity_events.kafka import dead_letter, decode_record, offsets_at
 from gravity_events.models import SmsInbound
-from gravity_fanout.apps import AppTable
+from gravity_events.tracing import Headers
+from gravity_fanout.apps import App, AppTable
 from gravity_fanout.lanes import Lanes
 from gravity_fanout.settings import Settings
 from gravity_fanout.windows import WindowedConsumer
@@ -38,6 +46,9 @@ class InboundConsumer(WindowedConsumer):
         self._lanes = lanes
         self._producer = producer
         self._start_ms = int(time.time() * 1000)  # a new group starts here (see _start_position)
+        self._tenant_cap = settings.tenant_cap(settings.max_in_flight)
+        self._tenant_load: Counter[str] = Counter()
+        """Messages of each tenant being worked on (not handed off)."""
 
     async def _start_position(self, tp: TopicPartition) -> int:
         """A brand-new group (the first deployment) must not send every stored message to today's apps: it
@@ -52,18 +63,35 @@ class InboundConsumer(WindowedConsumer):
     async def _dispatch(self, record: ConsumerRecord) -> bool:
         """Deliver one record; False when stopping with work undone (read again after the restart)."""
         try:
-            event = decode_record(record).event
+            envelope = decode_record(record)
         except CodecError as exc:
             await dead_letter(self._producer, record, exc)
             return True
-        return not isinstance(event, SmsInbound) or await self._deliver(event)
+        event = envelope.event
+        if not isinstance(event, SmsInbound):
+            return True
+        tenant = event.tenant_id
+        if self._tenant_load[tenant] >= self._tenant_cap:  # its share is taken: the retry queue has it
+            return await self._deliver(event, envelope.headers, self._lanes.defer)
+        self._tenant_load[tenant] += 1
+        try:
+            return await self._deliver(event, envelope.headers, self._lanes.submit)
+        finally:
+            self._tenant_load[tenant] -= 1
+            if not self._tenant_load[tenant]:
+                del self._tenant_load[tenant]
 
-    async def _deliver(self, event: SmsInbound) -> bool:
+    async def _deliver(
+        self,
+        event: SmsInbound,
+        headers: Headers,
+        submit: Callable[[App, SmsInbound, Headers], Awaitable[None]],
+    ) -> bool:
         """First attempts to every target app; a job that could not be recorded is tried again."""
         pending = self._apps.targets(event.tenant_id)
         while pending:
             outcomes = await asyncio.gather(
-                *(self._lanes.submit(app, event) for app in pending), return_exceptions=True
+                *(submit(app, event, headers) for app in pending), return_exceptions=True
             )
             pending = [
                 app

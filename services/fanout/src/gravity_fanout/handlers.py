@@ -4,6 +4,10 @@ disabling an endpoint that has failed for too long.
 Every attempt is published on ``gravity.deliveries.v1``; a failed one that may be retried is appended to
 ``gravity.fanout.retry.v1`` before the attempt counts as finished, so a crash never loses it. The same
 :class:`Deliverer` serves first attempts (lanes), retries and manual re-sends.
+
+Each attempt runs in a client span, the child of the trace context its record carried, and the POST
+carries that context on (``traceparent``); it is counted and timed in :class:`FanoutMetrics` and logged
+once with its ids, status and outcome.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from datetime import datetime, timedelta
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, ProducerClosed, RecordTooLargeError
 
-from gravity_events import topics
+from gravity_events import logs, topics, tracing
 from gravity_events.codec import encode, encode_headers
 from gravity_events.ids import utcnow
 from gravity_events.models import AppEndpointDisabled, DeliveryAttempt, DeliveryRetry, Event, SmsInbound
 from gravity_fanout.apps import App, AppTable
 from gravity_fanout.clients import ClientPool
 from gravity_fanout.schedule import RETRY_GROUP_HEADER, RetryPolicy, retry_partition
+from gravity_service.metrics import FanoutMetrics
 from gravity_webhooks import DeliveryResult
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "Clock",
     "Deliverer",
     "RetryPolicy",  # defined in gravity_fanout.schedule
+    "outcome",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,21 @@ RECORD_PAUSE_MAX = 10.0
 UNTAKEN_LOG_SECONDS = 5.0
 _NEVER_TAKEN = (MessageSizeTooLargeError, RecordTooLargeError, ProducerClosed)
 """Refusals that are final: the record is too large, or the producer is closing (a stop)."""
+
+
+def outcome(result: DeliveryResult) -> str:
+    """The ``outcome`` label of an attempt: success, http_error (any non-2xx answer), timeout, refused (the
+    address is not allowed) or connect_error (no answer: connection or protocol failure)."""
+    if result.ok:
+        return "success"
+    if result.status is not None:
+        return "http_error"
+    error = result.error or ""
+    if error.startswith("timed out"):
+        return "timeout"
+    if error.startswith("refused"):
+        return "refused"
+    return "connect_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +92,7 @@ class Deliverer:
     group: str = "gravity-fanout"
     """The deployment's consumer group, stamped on its retry records (:data:`RETRY_GROUP_HEADER`)."""
     now: Clock = utcnow
+    metrics: FanoutMetrics = field(default_factory=FanoutMetrics)
     max_recording: int = 1000
     """Calls of :meth:`_record` writing at once (each an attempt's one to three records, or a deferral)."""
     _recording: asyncio.Semaphore = field(init=False, repr=False)
@@ -81,15 +103,22 @@ class Deliverer:
         self._recording = asyncio.Semaphore(self.max_recording)
 
     async def attempt(
-        self, app: App, event: SmsInbound, *, attempt: int, first_attempted_at: datetime | None = None
+        self,
+        app: App,
+        event: SmsInbound,
+        *,
+        attempt: int,
+        first_attempted_at: datetime | None = None,
+        headers: tracing.Headers = (),
     ) -> DeliveryResult:
-        """POST ``event`` to ``app``, record the attempt, schedule the next one if it failed."""
+        """POST ``event`` to ``app``, record the attempt, schedule the next one if it failed.
+
+        ``headers`` are those of the record the attempt comes from: their trace context is the parent of
+        the attempt's span and travels on the POST and on the retry record.
+        """
         started = self.now()
         first = first_attempted_at or started
-        url = app.webhook_url or ""
-        result = await self.clients.get(app.app_id).deliver(
-            url, encode(event), message_id=event.message_id, secrets=app.live_secrets(started)
-        )
+        result = await self._post(app, event, started, headers)
         next_at: datetime | None = None
         outgoing: list[_Outgoing] = []
         if not result.ok:
@@ -104,7 +133,8 @@ class Deliverer:
                     first_attempted_at=first,
                     event=event,
                 )
-                outgoing.append(self._retry_record(retry, retry_partition(delay, self.retry_partitions)))
+                partition = retry_partition(delay, self.retry_partitions)
+                outgoing.append(self._retry_record(retry, partition, headers))
         record = DeliveryAttempt(
             app_id=app.app_id,
             tenant_id=app.tenant_id,
@@ -122,10 +152,55 @@ class Deliverer:
         if disabled is not None:
             outgoing.append(_Outgoing(topics.DELIVERIES, app.app_id, disabled))
         await self._record(outgoing)  # durable before the attempt counts as finished
+        if next_at is not None:
+            self.metrics.retries_scheduled.inc()
+        if disabled is not None:
+            self.metrics.labels(self.metrics.apps_disabled, tenant_id=app.tenant_id, app_id=app.app_id).inc()
         return result
 
-    async def defer(self, app: App, event: SmsInbound) -> None:
-        """Hand a first attempt to the retry queue, due now (the app's lane is full)."""
+    async def _post(
+        self, app: App, event: SmsInbound, started: datetime, headers: tracing.Headers
+    ) -> DeliveryResult:
+        """The POST itself, in its span, counted, timed and logged."""
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        try:
+            with tracing.span("webhook attempt", parent=headers, kind=tracing.SpanKind.CLIENT) as span:
+                result = await self.clients.get(app.app_id).deliver(
+                    app.webhook_url or "",
+                    encode(event),
+                    message_id=event.message_id,
+                    secrets=app.live_secrets(started),
+                    extra_headers=tracing.http_headers(),
+                )
+                if result.status is not None:
+                    span.set_attribute("http.response.status_code", result.status)
+        finally:
+            metrics.in_flight.dec()
+        kind = outcome(result)
+        metrics.attempt_seconds.observe(result.duration_ms / 1000)
+        metrics.labels(metrics.attempts, outcome=kind, tenant_id=app.tenant_id, app_id=app.app_id).inc()
+        if result.ok:
+            lag = (self.now() - event.timestamp).total_seconds()
+            metrics.labels(metrics.delivery_lag_seconds, tenant_id=app.tenant_id, app_id=app.app_id).observe(
+                max(lag, 0.0)
+            )
+        log.info(
+            "webhook attempt: %s",
+            kind,
+            extra=logs.ids(
+                tenant_id=app.tenant_id,
+                message_id=event.message_id,
+                app_id=app.app_id,
+                status=result.status,
+                outcome=kind,
+            ),
+        )
+        return result
+
+    async def defer(self, app: App, event: SmsInbound, headers: tracing.Headers = ()) -> None:
+        """Hand a first attempt to the retry queue as attempt 1, due now (the app's lane is full, the
+        attempt waited out the first-attempt window, or the tenant holds its share of the slots)."""
         now = self.now()
         retry = DeliveryRetry(
             app_id=app.app_id,
@@ -135,12 +210,12 @@ class Deliverer:
             first_attempted_at=now,
             event=event,
         )
-        await self._record([self._retry_record(retry, 0)])
+        await self._record([self._retry_record(retry, retry_partition(0.0, self.retry_partitions), headers)])
 
-    def _retry_record(self, retry: DeliveryRetry, partition: int) -> _Outgoing:
-        return _Outgoing(
-            topics.FANOUT_RETRY, retry.app_id, retry, partition, ((RETRY_GROUP_HEADER, self.group.encode()),)
-        )
+    def _retry_record(self, retry: DeliveryRetry, partition: int, headers: tracing.Headers) -> _Outgoing:
+        """The retry record: its deployment, and the trace context of the record it comes from."""
+        extra = ((RETRY_GROUP_HEADER, self.group.encode()), *tracing.record_trace_headers(headers))
+        return _Outgoing(topics.FANOUT_RETRY, retry.app_id, retry, partition, extra)
 
     async def _record(self, outgoing: Sequence[_Outgoing]) -> None:
         """Write ``outgoing`` in order and wait until the broker has every record; send again only what it

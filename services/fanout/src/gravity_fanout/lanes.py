@@ -1,8 +1,15 @@
 """Per-app lanes: each app's first attempts have their own bounded queue and workers.
 
-A slow, hanging, refusing or failing endpoint fills only its own lane. When a lane is full the job is
-handed to the retry queue, due now, instead of waiting, so neither other apps nor the reading of later
-messages are held up.
+A slow, hanging, refusing or failing endpoint fills only its own lane. A first attempt that cannot start
+at once waits in the lane for at most the first-attempt window
+(``GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS``); if no worker took it by then, or the lane is full, it
+is handed to the durable retry queue as attempt 1, due now, and counts as finished. So an app holds the
+commit point of a message for at most the window plus one attempt's timeout, however long its queue (ADR
+0011), and neither other apps nor the reading of later messages are held up.
+
+A job is either waiting (in the lane's queue), started (taken out by a worker) or handed off (taken out
+by its submitter when the window ran out): each move out of the queue is one synchronous step, so a job
+is never both attempted from the lane and handed off.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 from dataclasses import dataclass
 
 from gravity_events.models import SmsInbound
+from gravity_events.tracing import Headers
 from gravity_fanout.apps import App
 from gravity_fanout.handlers import Deliverer
 from gravity_fanout.settings import Settings
@@ -21,10 +29,11 @@ __all__ = ["Lane", "Lanes"]
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     app: App
     event: SmsInbound
+    headers: Headers
     done: asyncio.Future[None]
 
     def settle(self, error: BaseException | None = None) -> None:
@@ -40,41 +49,76 @@ class _Job:
 class Lane:
     """One app's queue and workers: its slowness stays its own."""
 
-    def __init__(self, deliverer: Deliverer, *, size: int, workers: int) -> None:
+    def __init__(self, deliverer: Deliverer, *, size: int, workers: int, window: float) -> None:
         self._deliverer = deliverer
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=size)
-        self._workers = [asyncio.create_task(self._work()) for _ in range(workers)]
+        self._size = size
+        self._workers = workers
+        self._window = window
+        self._waiting: dict[_Job, None] = {}
+        """Jobs no worker has taken yet, oldest first (a dict: any one can leave in one step)."""
+        self._running: dict[asyncio.Task[None], _Job] = {}
+        self._closed = False
 
-    async def submit(self, app: App, event: SmsInbound) -> None:
-        """Return when the first attempt finished, or at once after deferring it if the lane is full."""
-        job = _Job(app, event, asyncio.get_running_loop().create_future())
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            await self._deliverer.defer(app, event)
+    async def submit(self, app: App, event: SmsInbound, headers: Headers = ()) -> None:
+        """Return when the first attempt finished, or once it was handed to the retry queue.
+
+        Handed off at once when the lane is full, after the window when no worker took it by then. If the
+        hand-off cannot be recorded this raises and the delivery stays unfinished (the caller submits it
+        again; its message is not committed).
+        """
+        if len(self._waiting) >= self._size:
+            await self._deliverer.defer(app, event, headers)
             return
+        job = _Job(app, event, headers, asyncio.get_running_loop().create_future())
+        self._waiting[job] = None
+        self._start_waiting()
+        if job in self._waiting:
+            try:
+                await asyncio.wait({job.done}, timeout=self._window)
+            except asyncio.CancelledError:
+                self._waiting.pop(job, None)
+                raise
+            if job in self._waiting:  # no worker took it within the window: hand it off instead
+                del self._waiting[job]
+                await self._deliverer.defer(app, event, headers)
+                return
         await job.done
 
-    async def _work(self) -> None:
-        while True:
-            job = await self._queue.get()
-            try:
-                await self._deliverer.attempt(job.app, job.event, attempt=1)
-            except asyncio.CancelledError:  # closed mid-attempt: the message is not committed
-                job.settle(RuntimeError("lane closed"))
-                raise
-            except Exception as exc:  # the attempt could not be recorded: the message must be re-read
-                log.exception("delivery to app %s could not be recorded", job.app.app_id)
-                job.settle(exc)
-            else:
-                job.settle()
+    def _start_waiting(self) -> None:
+        """Give waiting jobs, oldest first, to free workers."""
+        while self._waiting and len(self._running) < self._workers and not self._closed:
+            job = next(iter(self._waiting))
+            del self._waiting[job]
+            task = asyncio.get_running_loop().create_task(self._attempt(job))
+            self._running[task] = job
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self._start_waiting()
+
+    async def _attempt(self, job: _Job) -> None:
+        try:
+            await self._deliverer.attempt(job.app, job.event, attempt=1, headers=job.headers)
+        except asyncio.CancelledError:  # closed mid-attempt: the message is not committed
+            job.settle(RuntimeError("lane closed"))
+            raise
+        except Exception as exc:  # the attempt could not be recorded: the message must be re-read
+            log.exception("delivery to app %s could not be recorded", job.app.app_id)
+            job.settle(exc)
+        else:
+            job.settle()
 
     def close(self) -> None:
-        """Stop the workers; queued jobs fail (their messages are not committed and come back)."""
-        for task in self._workers:
+        """Stop the attempts under way; they and the waiting jobs fail (their messages are not committed
+        and come back)."""
+        self._closed = True
+        for task, job in list(self._running.items()):
             task.cancel()
-        while not self._queue.empty():
-            self._queue.get_nowait().settle(RuntimeError("lane closed"))
+            job.settle(RuntimeError("lane closed"))  # a task cancelled before it ran settles nothing
+        waiting, self._waiting = list(self._waiting), {}
+        for job in waiting:
+            job.settle(RuntimeError("lane closed"))
 
 
 class Lanes:
@@ -96,12 +140,19 @@ class Lanes:
                 self._deliverer,
                 size=self._settings.per_app_queue,
                 workers=self._settings.per_app_concurrency,
+                window=self._settings.first_attempt_window_seconds,
             )
         return lane
 
-    async def submit(self, app: App, event: SmsInbound) -> None:
+    async def submit(self, app: App, event: SmsInbound, headers: Headers = ()) -> None:
         """A first attempt on the app's lane (see :meth:`Lane.submit`)."""
-        await self.lane(app.app_id).submit(app, event)
+        await self.lane(app.app_id).submit(app, event, headers)
+
+    async def defer(self, app: App, event: SmsInbound, headers: Headers = ()) -> None:
+        """A first attempt straight to the retry queue, due now (its tenant holds its share already)."""
+        if self._closed:
+            raise RuntimeError("lanes closed")
+        await self._deliverer.defer(app, event, headers)
 
     def drop(self, app_id: str) -> None:
         """The app was removed, lost its URL or was disabled."""

@@ -39,7 +39,7 @@ def make_request_consumer(
             if app is None or not app.webhook_url or not app.secrets:
                 log.info("manual delivery to app %s skipped: it has no webhookUrl", request.app_id)
                 continue
-            jobs.append(deliverer.attempt(app, request.event, attempt=1))
+            jobs.append(deliverer.attempt(app, request.event, attempt=1, headers=envelope.headers))
         await asyncio.gather(*jobs)
 
     return EventConsumer(

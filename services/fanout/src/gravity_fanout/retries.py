@@ -4,12 +4,17 @@ A record not yet due pauses its partition (one partition per range of delays, so
 next due; see :func:`gravity_fanout.schedule.retry_partition`) until it is. Due retries run side by side
 (per-app and overall limits) and commit like first attempts (see :mod:`gravity_fanout.windows`). Records
 another deployment scheduled (another consumer group, see ``RETRY_GROUP_HEADER``) are skipped.
+
+One tenant runs at most ``GRAVITY_FANOUT_TENANT_SHARE`` of the ``retry_concurrency`` attempts at once, so
+a tenant with a flood of retries (or hundreds of failing apps) always leaves slots to the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from functools import partial
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -19,13 +24,14 @@ from gravity_events import topics
 from gravity_events.codec import CodecError
 from gravity_events.kafka import dead_letter, decode_record, record_headers
 from gravity_events.models import DeliveryRetry
+from gravity_events.tracing import Headers
 from gravity_fanout.apps import AppTable
 from gravity_fanout.handlers import Deliverer
 from gravity_fanout.schedule import RETRY_GROUP_HEADER
 from gravity_fanout.settings import Settings
 from gravity_fanout.windows import WindowedConsumer
 
-__all__ = ["RetryConsumer"]
+__all__ = ["Gates", "RetryConsumer"]
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +39,35 @@ MAX_PAUSE = 60.0
 """Seconds a partition stays paused at most before its head is read again."""
 
 
+class Gates:
+    """At most ``limit`` holders per key (an app, a tenant); a key nobody holds or waits for is forgotten."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._gates: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold one of ``key``'s places for the block (waiting for one first)."""
+        gate, users = self._gates.setdefault(key, (asyncio.Semaphore(self._limit), [0]))
+        users[0] += 1
+        try:
+            async with gate:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._gates[key]
+
+
 class RetryConsumer(WindowedConsumer):
     """Due retries from the retry queue; a partition whose head is not due yet is paused until it is.
 
     Each due retry runs on its own task: at most ``per_app_concurrency`` attempts per app and
-    ``retry_concurrency`` in all at once, while the consumer reads on, so a hanging endpoint's retries wait
-    for that endpoint only, never another app's. Offsets are committed for the finished prefix of each
-    partition (as for first attempts); ``max_in_flight`` bounds the retries read and not finished.
+    ``retry_concurrency`` in all at once (a tenant at most its share of those), while the consumer reads on,
+    so a hanging endpoint's retries wait for that endpoint only, never another app's. Offsets are committed
+    for the finished prefix of each partition (as for first attempts); ``max_in_flight`` bounds the retries
+    read and not finished.
     """
 
     def __init__(
@@ -52,8 +80,9 @@ class RetryConsumer(WindowedConsumer):
         self._deliverer = deliverer
         self._producer = producer
         self._concurrency = asyncio.Semaphore(settings.retry_concurrency)
-        self._per_app = settings.per_app_concurrency
-        self._app_gates: dict[str, asyncio.Semaphore] = {}
+        self._app_gates = Gates(settings.per_app_concurrency)
+        self._tenant_gates = Gates(settings.tenant_cap(settings.retry_concurrency))
+        self._metrics = deliverer.metrics
         self._group = settings.consumer_group.encode()
         self._paused_until: dict[TopicPartition, float] = {}
 
@@ -90,12 +119,13 @@ class RetryConsumer(WindowedConsumer):
                 self._skip(tp, record.offset)  # another deployment's retry: its own consumer's
                 continue
             try:
-                event = decode_record(record).event
+                envelope = decode_record(record)
             except CodecError as exc:
                 if self._windows.take(tp, record.offset):
                     await dead_letter(self._producer, record, exc)
                     self._windows.finish(tp, record.offset)
                 continue
+            event = envelope.event
             app = self._apps.get(event.app_id) if isinstance(event, DeliveryRetry) else None
             if not isinstance(event, DeliveryRetry) or app is None or not app.deliverable:
                 self._skip(tp, record.offset)  # nothing to do: the app is gone, disabled or has no URL
@@ -106,7 +136,7 @@ class RetryConsumer(WindowedConsumer):
                 wait = (event.due_at - now).total_seconds()
                 self._paused_until[tp] = asyncio.get_running_loop().time() + min(wait, MAX_PAUSE)
                 break
-            if not await self._spawn(tp, record.offset, partial(self._retry, event)):
+            if not await self._spawn(tp, record.offset, partial(self._retry, event, envelope.headers)):
                 self._consumer.seek(tp, record.offset)  # stopping with the window full
                 break
 
@@ -114,27 +144,48 @@ class RetryConsumer(WindowedConsumer):
         if self._windows.take(tp, offset):
             self._windows.finish(tp, offset)
 
-    async def _retry(self, event: DeliveryRetry) -> bool:
-        """One due retry; False when stopping before it could be recorded (read again after a restart)."""
-        while True:
-            app = self._apps.get(event.app_id)
-            if app is None or not app.deliverable:
-                log.info(
-                    "dropping retry %d of %s to app %s: it no longer receives",
-                    event.attempt,
-                    event.event.message_id,
-                    event.app_id,
-                )
-                return True
-            gate = self._app_gates.setdefault(app.app_id, asyncio.Semaphore(self._per_app))
-            try:
-                async with gate, self._concurrency:
-                    await self._deliverer.attempt(
-                        app, event.event, attempt=event.attempt, first_attempted_at=event.first_attempted_at
+    async def _retry(self, event: DeliveryRetry, headers: Headers) -> bool:
+        """One due retry; False when stopping before it could be recorded (read again after a restart).
+
+        It counts in ``gravity_fanout_retries_due`` from when it was read due until its attempt starts
+        (its app, tenant and overall slots taken) or it is dropped.
+        """
+        due = self._metrics.retries_due
+        due.inc()
+        waiting = True
+        try:
+            while True:
+                app = self._apps.get(event.app_id)
+                if app is None or not app.deliverable:
+                    log.info(
+                        "dropping retry %d of %s to app %s: it no longer receives",
+                        event.attempt,
+                        event.event.message_id,
+                        event.app_id,
                     )
-            except Exception:  # the attempt could not be recorded: try it again
-                log.exception("retry to app %s could not be recorded; trying again", app.app_id)
-                if not await self._pause_or_stop():
-                    return False
-            else:
-                return True
+                    return True
+                try:
+                    async with (
+                        self._app_gates.hold(app.app_id),
+                        self._tenant_gates.hold(app.tenant_id),
+                        self._concurrency,
+                    ):
+                        if waiting:
+                            waiting = False
+                            due.dec()
+                        await self._deliverer.attempt(
+                            app,
+                            event.event,
+                            attempt=event.attempt,
+                            first_attempted_at=event.first_attempted_at,
+                            headers=headers,
+                        )
+                except Exception:  # the attempt could not be recorded: try it again
+                    log.exception("retry to app %s could not be recorded; trying again", app.app_id)
+                    if not await self._pause_or_stop():
+                        return False
+                else:
+                    return True
+        finally:
+            if waiting:
+                due.dec()

@@ -28,8 +28,14 @@ class Settings(ServiceSettings, KafkaSettings):
     timeout_seconds: float = Field(5.0, gt=0, validation_alias="GRAVITY_FANOUT_TIMEOUT_SECONDS")
     per_app_concurrency: int = Field(8, ge=1, validation_alias="GRAVITY_FANOUT_PER_APP_CONCURRENCY")
     per_app_queue: int = Field(200, ge=1, validation_alias="GRAVITY_FANOUT_PER_APP_QUEUE")
+    first_attempt_window_seconds: float = Field(
+        1.0, gt=0, validation_alias="GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS"
+    )
+    """How long a first attempt may wait in its app's lane before it is handed to the retry queue."""
     max_in_flight: int = Field(5000, ge=1, validation_alias="GRAVITY_FANOUT_MAX_IN_FLIGHT")
     retry_concurrency: int = Field(100, ge=1, validation_alias="GRAVITY_FANOUT_RETRY_CONCURRENCY")
+    tenant_share: float = Field(0.5, gt=0, le=1, validation_alias="GRAVITY_FANOUT_TENANT_SHARE")
+    """The part of ``max_in_flight`` and of ``retry_concurrency`` one tenant may hold."""
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         DEFAULT_RETRY_SCHEDULE, validation_alias="GRAVITY_FANOUT_RETRY_SCHEDULE"
     )
@@ -38,6 +44,10 @@ class Settings(ServiceSettings, KafkaSettings):
         5 * 86_400, gt=0, validation_alias="GRAVITY_FANOUT_DISABLE_AFTER_SECONDS"
     )
     max_connections_per_app: int = Field(16, ge=1, validation_alias="GRAVITY_FANOUT_MAX_CONNECTIONS_PER_APP")
+
+    def tenant_cap(self, slots: int) -> int:
+        """How many of ``slots`` one tenant may hold (at least one)."""
+        return max(1, int(slots * self.tenant_share))
 
     @field_validator("retry_schedule", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from gravity_events.lag import partition_lag
 from gravity_fanout.settings import Settings
 
 __all__ = ["Window", "WindowedConsumer", "Windows"]
@@ -171,10 +172,13 @@ class WindowedConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.assigned = asyncio.Event()
         """Set once the group gave this copy its partitions and their positions are fixed."""
+        self.lag_group = group_id
+        """The ``group`` label of this consumer's lag (``gravity_kafka_consumer_lag``)."""
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **settings.client_options(),
             group_id=group_id,
             client_id="gravity-fanout",
             enable_auto_commit=False,
@@ -196,9 +200,19 @@ class WindowedConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._stopped.set()
 
     async def close(self) -> None:
-        """Wait for the records in hand, leave the group."""
+        """Wait for the records in hand, leave the group.
+
+        Sets the stop flag first: work that could not be recorded must give up rather than wait to be
+        tried again, even when the loop ended without :meth:`stop` (it died).
+        """
+        self._stopped.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._closed = True
         await self._consumer.stop()
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the end of each assigned partition (see :func:`partition_lag`); none once closed."""
+        return {} if self._closed else partition_lag(self._consumer)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what finished before the partitions move; keep their windows (see :class:`Window`)."""
