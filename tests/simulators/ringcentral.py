@@ -188,7 +188,7 @@ class RingCentralSimulator:
         self.extension_id = "629893016"
         self.faults: dict[str, Answer] = {}
         self.endless_paging = False
-        self.next_subscription_id: str | None = None
+        self.force_subscription_id: str | None = None
         self.renew_answers_id: str | None = None
 
     # -- steering ----------------------------------------------------------------------------
@@ -229,6 +229,12 @@ class RingCentralSimulator:
             self.faults.pop(route, None)
         else:
             self.faults[route] = answer
+
+    def answer_subscription_id(self, *, created: str | None = None, renewed: str | None = None) -> None:
+        """Give every created subscription the id ``created``, and answer every renewal with the id
+        ``renewed`` (None: the real ids), as a broken or hostile platform might."""
+        self.force_subscription_id = created
+        self.renew_answers_id = renewed
 
     def page_forever(self, enabled: bool = True) -> None:
         """The message store always promises a next page (repeating the last one)."""
@@ -389,9 +395,8 @@ class RingCentralSimulator:
         if not echoed:
             return _error(400, "SUB-520", "WebHook responds with incorrect HTTP status or Validation-Token")
         expires_in = int(data.get("expiresIn", 604800))
-        forced, self.next_subscription_id = self.next_subscription_id, None
         sub = SimSubscription(
-            id=forced or secrets.token_hex(8) + "-" + secrets.token_hex(4),
+            id=self.force_subscription_id or secrets.token_hex(8) + "-" + secrets.token_hex(4),
             event_filters=list(data["eventFilters"]),
             address=mode["address"],
             verification_token=str(mode.get("verificationToken", "")),

@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.gather(projection.start(), delivery_log.start())  # group joins overlap
             metrics.consumer_lag.track(projection)
             metrics.consumer_lag.track(delivery_log)
-            rc_client = RingCentralClient(timeout=settings.rc_timeout_seconds)
+            rc_client = RingCentralClient.from_settings(settings)
             delivery_client = DeliveryClient(
                 production=settings.production, user_agent=USER_AGENT, max_connections=50
             )

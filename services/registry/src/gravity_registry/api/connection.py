@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, field_validator
 from gravity_registry.api import deps
 from gravity_registry.api.deps import TenantCaller
 from gravity_registry.api.schema import In, Out, Timestamp, errors
-from gravity_registry.errors import ValidationFailed, json_response
+from gravity_registry.errors import json_response
 
 __all__ = ["Connection", "ConnectionIn", "router"]
 
@@ -27,7 +27,11 @@ class ConnectionIn(In):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
 
     server_url: str = Field(
-        alias="serverUrl", min_length=1, max_length=2000, examples=["https://platform.ringcentral.com"]
+        alias="serverUrl",
+        min_length=1,
+        max_length=2000,
+        examples=["https://platform.ringcentral.com"],
+        description="RingCentral's platform URL; in production https on one of GRAVITY_RC_ALLOWED_HOSTS",
     )
     client_id: str = Field(alias="clientId", min_length=1, max_length=500)
     client_secret: str = Field(alias="clientSecret", min_length=1, max_length=500)
@@ -67,11 +71,11 @@ class Connection(Out):
     responses=errors(400, 401, 422, 502, 503),
 )
 async def put_connection(request: Request, body: ConnectionIn, caller: TenantCaller) -> Response:
-    """Connect (or reconnect) the tenant's RingCentral account."""
-    if deps.settings(request).production and not body.server_url.startswith("https://"):
-        raise ValidationFailed(
-            "serverUrl must use https", [{"field": "serverUrl", "message": "https only in production"}]
-        )
+    """Connect (or reconnect) the tenant's RingCentral account.
+
+    In production ``serverUrl`` must be ``https`` on one of ``GRAVITY_RC_ALLOWED_HOSTS`` (422 otherwise,
+    before any connection is attempted); development accepts any http(s) host.
+    """
     connected = await deps.connections(request).connect(
         tenant_id=caller.tenant_id,
         server_url=body.server_url,

@@ -4,7 +4,12 @@ One connection per tenant. Connecting exchanges the JWT for tokens, creates a We
 inbound SMS (RingCentral handshakes with ingest during that call; ingest answers any handshake), stores
 everything encrypted, and publishes the subscription's token hash on the subscriptions stream, all or
 nothing: if storing fails the new subscription is deleted at RingCentral again. Replacing a connection
-deletes the old subscription at RingCentral after the new one is stored.
+deletes the old subscription at RingCentral after the new one is stored. No RingCentral call is made while a
+transaction is open: the calls come first, then one short transaction stores the outcome.
+
+In production a ``serverUrl`` must be ``https`` on one of ``GRAVITY_RC_ALLOWED_HOSTS``; anything else is
+refused (422) before any connection is attempted. A subscription id RingCentral answers with that is
+already another tenant's is refused (502) and nothing is stored.
 
 :mod:`gravity_registry.handlers.keeper` keeps connections alive; the helpers here (token columns, when to
 check next, remote deletion) are the ones both use.
@@ -22,16 +27,22 @@ import asyncpg
 
 from gravity_events.ids import format_timestamp, utcnow
 from gravity_registry import db
-from gravity_registry.errors import NotFound, UpstreamFailed
+from gravity_registry.errors import NotFound, UpstreamFailed, ValidationFailed
 from gravity_registry.handlers.outbox import OutboxPublisher
-from gravity_registry.handlers.subscriptions import activate_subscription, deactivate_subscription
-from gravity_registry.ringcentral import RingCentralClient, RingCentralError, Tokens
+from gravity_registry.handlers.subscriptions import (
+    SubscriptionTaken,
+    activate_subscription,
+    deactivate_subscription,
+)
+from gravity_registry.ringcentral import RingCentralClient, RingCentralError, Tokens, server_url_problem
 from gravity_registry.settings import Settings
-from gravity_webhooks import SecretBox
+from gravity_webhooks import DecryptionError, SecretBox
 
 __all__ = [
     "CONNECT_BACKFILL_DELAY",
     "Connections",
+    "backoff_seconds",
+    "check_server_url",
     "connection_json",
     "delete_remote",
     "describe",
@@ -58,10 +69,33 @@ def connection_json(row: Any) -> dict[str, Any]:
     }
 
 
+_LAST_ERROR_LIMIT = 500
+
+
 def describe(exc: RingCentralError) -> str:
-    """RingCentral's error in one line (its code appended), as logged and stored in ``lastError``."""
+    """RingCentral's error in one line (its code appended, at most 500 characters), as logged and stored
+    in ``lastError``."""
     code = f" {exc.code}" if exc.code else ""
-    return f"{exc}{code}"
+    return " ".join(f"{exc}{code}".split())[:_LAST_ERROR_LIMIT]
+
+
+def check_server_url(settings: Settings, server_url: str) -> None:
+    """Raise 422 ``validation_error`` for a ``serverUrl`` the gateway will not call (in production: not
+    https, or not one of ``GRAVITY_RC_ALLOWED_HOSTS``)."""
+    problem = server_url_problem(
+        server_url, production=settings.production, allowed_hosts=settings.rc_allowed_host_set
+    )
+    if problem is not None:
+        raise ValidationFailed(problem, [{"field": "serverUrl", "message": problem}])
+
+
+def backoff_seconds(settings: Settings, failures: int, retry_after: float | None = None) -> float:
+    """How long after the ``failures``-th failed check in a row to try again: ``rc_retry_seconds``
+    doubled per failure up to ``rc_retry_max_seconds``, or RingCentral's ``Retry-After`` if longer
+    (itself at most a day)."""
+    exponent = min(max(failures - 1, 0), 40)
+    delay = min(settings.rc_retry_seconds * 2.0**exponent, settings.rc_retry_max_seconds)
+    return max(delay, retry_after) if retry_after is not None else delay
 
 
 def next_check(
@@ -99,6 +133,11 @@ async def delete_remote(client: RingCentralClient, box: SecretBox, row: Any) -> 
         log.warning(
             "deleting subscription %s at RingCentral failed: %s", row["subscription_id"], describe(exc)
         )
+    except DecryptionError:
+        log.warning(
+            "deleting subscription %s at RingCentral skipped: its credentials cannot be decrypted",
+            row["subscription_id"],
+        )
 
 
 class Connections:
@@ -121,8 +160,10 @@ class Connections:
     async def connect(
         self, *, tenant_id: str, server_url: str, client_id: str, client_secret: str, jwt: str
     ) -> dict[str, Any]:
-        """Create (or replace) the tenant's connection; 502 with RingCentral's error if it refuses."""
+        """Create (or replace) the tenant's connection; 422 for a refused ``serverUrl``, 502 with
+        RingCentral's error if it refuses (or answers with another tenant's subscription id)."""
         server_url = server_url.rstrip("/")
+        check_server_url(self._settings, server_url)
         try:
             tokens = await self._rc.login_with_jwt(server_url, client_id, client_secret, jwt)
             token = secrets.token_urlsafe(32)
@@ -151,11 +192,25 @@ class Connections:
                     subscription_id=sub.id,
                     expires_at=sub.expires_at,
                     connected_at=now,
-                    next_check_at=next_check(self._settings, now, sub.expires_at),
+                    next_check_at=next_check(
+                        self._settings, now, sub.expires_at, backfill_at=now + CONNECT_BACKFILL_DELAY
+                    ),
                 )
                 await activate_subscription(conn, tenant_id=tenant_id, subscription_id=sub.id, token=token)
                 if old is not None and old["subscription_id"] != sub.id:
-                    await deactivate_subscription(conn, subscription_id=old["subscription_id"])
+                    await deactivate_subscription(
+                        conn, subscription_id=old["subscription_id"], tenant_id=tenant_id
+                    )
+        except SubscriptionTaken as exc:
+            # The id is another tenant's: deleting it at RingCentral is not this tenant's business.
+            log.warning(
+                "connecting tenant %s failed: RingCentral answered with another tenant's subscription id",
+                tenant_id,
+            )
+            raise UpstreamFailed(
+                "RingCentral answered with a subscription id that belongs to another connection",
+                {"ringcentralStatus": 200, "ringcentralError": None},
+            ) from exc
         except BaseException:
             with contextlib.suppress(RingCentralError):
                 await self._rc.delete_subscription(server_url, tokens.access_token, sub.id)
@@ -172,7 +227,7 @@ class Connections:
             if row is None:
                 raise NotFound("no RingCentral connection")
             await db.delete_connection(conn, tenant_id=tenant_id)
-            await deactivate_subscription(conn, subscription_id=row["subscription_id"])
+            await deactivate_subscription(conn, subscription_id=row["subscription_id"], tenant_id=tenant_id)
         self._outbox.wake()
         await delete_remote(self._rc, self._box, row)
 
