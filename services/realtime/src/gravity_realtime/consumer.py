@@ -18,8 +18,8 @@ from gravity_events import topics
 from gravity_events.codec import RECEIVED_AT_HEADER, CodecError, decode
 from gravity_events.kafka import offsets_at, record_headers
 from gravity_events.models import SmsInbound
-from gravity_realtime.tables import LiveRouter
 from gravity_realtime.settings import Settings
+from gravity_realtime.tables import LiveRouter
 
 __all__ = ["LiveStream"]
 
