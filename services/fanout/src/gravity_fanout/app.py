@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            await ensure_topics(settings)
+            await ensure_topics(settings, create=not settings.production)
             producer = make_producer(settings, client_id="gravity-fanout")
             await producer.start()
             stack.push_async_callback(producer.stop)  # last: attempts record through it
