@@ -34,7 +34,7 @@ class Settings(ServiceSettings, KafkaSettings):
     """How long a first attempt may wait in its app's lane before it is handed to the retry queue."""
     max_in_flight: int = Field(5000, ge=1, validation_alias="GRAVITY_FANOUT_MAX_IN_FLIGHT")
     retry_concurrency: int = Field(100, ge=1, validation_alias="GRAVITY_FANOUT_RETRY_CONCURRENCY")
-    tenant_share: float = Field(0.5, gt=0, le=1, validation_alias="GRAVITY_FANOUT_TENANT_SHARE")
+    tenant_share: float = Field(1.0, gt=0, le=1, validation_alias="GRAVITY_FANOUT_TENANT_SHARE")
     """The part of ``max_in_flight`` and of ``retry_concurrency`` one tenant may hold."""
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         DEFAULT_RETRY_SCHEDULE, validation_alias="GRAVITY_FANOUT_RETRY_SCHEDULE"
