@@ -36,7 +36,7 @@ class LiveStream:
         self._stopping = False
         self.assigned = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **settings.client_options(),
             client_id="gravity-realtime",
             group_id=None,
             enable_auto_commit=False,

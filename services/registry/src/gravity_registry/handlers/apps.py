@@ -80,6 +80,14 @@ def app_event(row: Any, now: datetime) -> AppUpserted:
     )
 
 
+async def _locked_app(conn: asyncpg.Connection, *, tenant_id: str, app_id: str) -> asyncpg.Record:
+    """The tenant's app, its row locked for this transaction; NotFound when there is none."""
+    row = await db.get_app(conn, tenant_id=tenant_id, app_id=app_id, for_update=True)
+    if row is None:
+        raise NotFound("no such app")
+    return row
+
+
 async def publish_app(conn: asyncpg.Connection, row: Any) -> None:
     """Queue the app as it now is for fanout, in the caller's transaction."""
     await enqueue_event(conn, topics.APPS, row["app_id"], app_event(row, utcnow()))
@@ -155,9 +163,7 @@ async def update_app(
 ) -> dict[str, Any]:
     """Change any of name, webhookUrl (None removes it), disabled; republish."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await db.get_app(conn, tenant_id=tenant_id, app_id=app_id, for_update=True)
-        if row is None:
-            raise NotFound("no such app")
+        row = await _locked_app(conn, tenant_id=tenant_id, app_id=app_id)
         row = await db.update_app(
             conn,
             tenant_id=tenant_id,
@@ -178,9 +184,7 @@ async def rotate_secret(pool: asyncpg.Pool, box: SecretBox, *, tenant_id: str, a
     """A new signing secret; the old one keeps signing (second signature) for 24 hours."""
     secret, now = new_signing_secret(), utcnow()
     async with pool.acquire() as conn, conn.transaction():
-        row = await db.get_app(conn, tenant_id=tenant_id, app_id=app_id, for_update=True)
-        if row is None:
-            raise NotFound("no such app")
+        row = await _locked_app(conn, tenant_id=tenant_id, app_id=app_id)
         row = await db.update_app(
             conn,
             tenant_id=tenant_id,
