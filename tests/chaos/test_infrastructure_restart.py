@@ -23,7 +23,7 @@ from gravity_devstack.seaweed import SeaweedS3
 from gravity_events.kafka import ensure_topics
 from gravity_events.settings import KafkaSettings
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(720)]
 
 DOWN_FOR = 3.0  # seconds each server stays stopped
 

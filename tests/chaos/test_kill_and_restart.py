@@ -17,7 +17,7 @@ from tests.chaos.harness import Chaos, Injection, chaos_run
 
 from gravity_events.settings import KafkaSettings
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(720)]
 
 
 def _kill_each_service(chaos: Chaos) -> list[Injection]:
