@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketState
@@ -32,6 +32,10 @@ __all__ = ["Client", "Hub", "Position"]
 Position = tuple[str, str]
 """(receivedAt as the contract renders it, messageId): the gateway's order; the fixed-width timestamp
 compares as text."""
+
+RECENT_PER_CLIENT = 128
+"""messageIds one connection remembers having sent (a few KiB): enough for a batch the registry
+publishes twice, which arrives right behind the first."""
 
 _Item = tuple[Position | None, bytes]
 """A queued frame: its position (when known) and its bytes."""
@@ -60,7 +64,9 @@ class Client:
         self.key_id = key_id
         self.queue: asyncio.Queue[_Item | None] = asyncio.Queue(max_queued)
         self.last_sent: Position | None = None
-        """The last frame sent (or ``since``), in the gateway's order."""
+        """The last history frame sent (or ``since``): a live frame at or before it was in the history."""
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        """The messageIds this connection sent last (at most ``RECENT_PER_CLIENT``)."""
         self.close_code: int | None = None
         self.closed = asyncio.Event()
 
@@ -75,14 +81,33 @@ class Client:
             self.close(CLOSE_BUFFER_FULL)
 
     def admits(self, position: Position | None) -> bool:
-        """False for a frame at or before the last one sent: the client has it. A frame without a
-        position (a record without the receivedAt header) cannot be placed and is sent."""
-        return position is None or self.last_sent is None or position > self.last_sent
+        """False for a frame the client has: one whose messageId this connection sent lately, or one at
+        or before the end of the history it was sent. A frame without a position (a record without the
+        receivedAt header) cannot be placed and is sent.
+
+        Live frames do not move that boundary: a registry copy that lost its order lock to a database
+        restart while its publish was in flight can append a batch after a later-stamped one, and a
+        boundary at the last live frame would drop that batch for good. The registry's republished
+        batches are dropped by messageId, here and process-wide."""
+        if position is None:
+            return True
+        if position[1] in self._recent:
+            return False
+        return self.last_sent is None or position > self.last_sent
 
     def sent(self, position: Position | None) -> None:
-        """A frame at ``position`` went out."""
+        """A history frame at ``position`` (or ``since``) went out: it moves the boundary."""
         if position is not None:
             self.last_sent = position
+            self.sent_live(position)
+
+    def sent_live(self, position: Position | None) -> None:
+        """A live frame at ``position`` went out."""
+        if position is None:
+            return
+        self._recent[position[1]] = None
+        if len(self._recent) > RECENT_PER_CLIENT:
+            self._recent.popitem(last=False)
 
     def close(self, code: int) -> None:
         """Ask the writer to close the socket with ``code``; drop the connection if it cannot."""
@@ -133,7 +158,7 @@ class Client:
                 if not self.admits(position):
                     continue
                 await self.ws.send_text(frame.decode())
-                self.sent(position)
+                self.sent_live(position)
         except Exception:  # the peer went away: nothing to deliver to any more
             log.debug("socket write failed", exc_info=True)
         finally:
