@@ -42,10 +42,12 @@ def padded(tenant: Tenant, size: int, fill: str) -> tuple[dict[str, Any], bytes]
     rc = tenant.rc
     assert rc is not None
     message = rc.add_message(text="")
-    bare = orjson.dumps(rc.notification(tenant.subscription_id, message))
-    message["subject"] = fill * (size - len(bare))
-    # the notification's uuid and timestamp are fresh on each call, but of a fixed length
-    body = orjson.dumps(rc.notification(tenant.subscription_id, message))
+    # built once: its uuid is fresh on each call and of varying length, so the padding is measured on
+    # the very notification that is sent
+    notification = rc.notification(tenant.subscription_id, message)
+    assert notification["body"]["subject"] == ""
+    notification["body"]["subject"] = message["subject"] = fill * (size - len(orjson.dumps(notification)))
+    body = orjson.dumps(notification)
     assert len(body) == size, (len(body), size)
     return message, body
 
