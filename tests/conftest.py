@@ -14,7 +14,12 @@ Safety nets:
 - ``pytest-timeout`` fails a test that overruns, and ``tests.watchdog`` ends the run when a test or the
   session runs far past its limit (see that module for why both).
 - The partition report: the fullest partitions each module's broker reached, printed after the run; a
-  partition past ``GRAVITY_TEST_PARTITION_LIMIT`` records fails the session.
+  partition past ``GRAVITY_TEST_PARTITION_LIMIT`` records (scaled by the module's fetch wait) fails the
+  session.
+
+A module whose load fills a partition past that limit by design sets ``BROKER_FETCH_MAX_WAIT_MS`` (default
+10): its broker settings carry that fetch wait, and its limit grows in proportion, since the broker lists a
+partition's batches for up to the fetch wait before it gives up.
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ pytest_plugins = ["tests.watchdog"]
 
 PARTITION_LIMIT = int(os.environ.get("GRAVITY_TEST_PARTITION_LIMIT", "12000"))
 """Records one partition of a test broker may reach; Tansu's memory engine stops answering fetches of a
-partition of single-record batches somewhere past 15,000 at a 10 ms fetch wait."""
+partition of single-record batches somewhere past 15,000 at a 10 ms fetch wait (about 0.5 µs a batch listed,
+for at most the fetch wait)."""
+
+FETCH_MAX_WAIT_MS = 10
+"""The test brokers' fetch wait, unless a module sets ``BROKER_FETCH_MAX_WAIT_MS``."""
 
 
 # --- infrastructure ---------------------------------------------------------------------------------
@@ -59,7 +68,8 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         started.stop()
 
 
-_PARTITION_REPORT: list[tuple[int, str]] = []
+_PARTITION_REPORT: list[tuple[int, int, str]] = []
+"""(records, the module's limit, where) of every module's fullest partitions."""
 
 
 async def _fullest_partitions(bootstrap: str, top: int = 3) -> list[tuple[TopicPartition, int]]:
@@ -102,19 +112,21 @@ async def kafka_settings(
         return
     from gravity_devstack.kafka import TansuBroker
 
+    fetch_wait = int(getattr(request.module, "BROKER_FETCH_MAX_WAIT_MS", FETCH_MAX_WAIT_MS))
+    limit = PARTITION_LIMIT * fetch_wait // FETCH_MAX_WAIT_MS
     broker = TansuBroker(log=tmp_path_factory.mktemp("broker") / "tansu.log")
     try:
         await broker.wait_ready()
         settings = KafkaSettings(
             KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
             KAFKA_ENABLE_IDEMPOTENCE=False,
-            KAFKA_FETCH_MAX_WAIT_MS=10,
+            KAFKA_FETCH_MAX_WAIT_MS=fetch_wait,
             **extra,
         )
         await ensure_topics(settings)
         yield settings
         for tp, size in await _fullest_partitions(broker.bootstrap_servers):
-            _PARTITION_REPORT.append((size, f"{request.module.__name__}: {tp.topic}[{tp.partition}]"))
+            _PARTITION_REPORT.append((size, limit, f"{request.module.__name__}: {tp.topic}[{tp.partition}]"))
     finally:
         broker.stop()
 
@@ -124,19 +136,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _PARTITION_REPORT:
         return
     terminalreporter.section("fullest partitions of the test brokers")
-    for size, where in sorted(_PARTITION_REPORT, reverse=True)[:8]:
+    for size, _, where in sorted(_PARTITION_REPORT, reverse=True)[:8]:
         terminalreporter.write_line(f"{where}: {size} records")
-    over = [(size, where) for size, where in _PARTITION_REPORT if size > PARTITION_LIMIT]
-    for size, where in over:
+    for size, limit, where in _PARTITION_REPORT:
+        if size <= limit:
+            continue
         terminalreporter.write_line(
-            f"FAILED: {where} holds {size} records, past the limit of {PARTITION_LIMIT}: this module "
+            f"FAILED: {where} holds {size} records, past the limit of {limit}: this module "
             "approaches the embedded broker's fetch cliff; split it or give its heavy test a broker of its own",
             red=True,
         )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if exitstatus == 0 and any(size > PARTITION_LIMIT for size, _ in _PARTITION_REPORT):
+    if exitstatus == 0 and any(size > limit for size, limit, _ in _PARTITION_REPORT):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -96,7 +96,7 @@ async def running_services(infra_env: dict[str, str], logs: Path) -> AsyncIterat
         "GRAVITY_REGISTRY_CONSUMER_GROUP": "chaos-registry-" + secrets.token_hex(4),
         "GRAVITY_FANOUT_CONSUMER_GROUP": "chaos-fanout-" + secrets.token_hex(4),
         # 90 s in all: outlasts a minute of 500s, and each retry falls in its own delay bucket (retry
-        # partitions 0, 1, 2), so no retry partition holds more than a few thousand records
+        # partitions 0, 1, 2); partition 0 also takes the deferred first attempts
         "GRAVITY_FANOUT_RETRY_SCHEDULE": "[5, 15, 70]",
         "GRAVITY_LOG_LEVEL": "warning",
     }

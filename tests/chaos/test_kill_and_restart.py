@@ -3,7 +3,7 @@ keeps sending; one app endpoint fails for a while then recovers, one hangs. Afte
 every event answered 200 is stored exactly once, every (app, message) pair was delivered at least once,
 WebSocket clients that resume with ``since`` have every message. Nothing may be lost.
 
-Runs on the session broker (memory engine) and a fresh database; the broker and PostgreSQL themselves
+Runs on the module's broker (memory engine) and a fresh database; the broker and PostgreSQL themselves
 are stopped and restarted in ``test_infrastructure_restart.py``.
 """
 
@@ -18,6 +18,12 @@ from tests.chaos.harness import Chaos, Injection, chaos_run
 from gravity_events.settings import KafkaSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(720)]
+
+BROKER_FETCH_MAX_WAIT_MS = 25
+"""The retry queue's first partition takes about four records a message here (the hanging app's deferred
+first attempt and its first retry, the failing app's first retry, and what each kill re-reads): 12,400
+for 3,000 messages, near the memory engine's fetch cliff at a 10 ms fetch wait. At 25 ms the broker lists
+for longer before it gives up, and the partition limit grows with it (see ``tests/conftest.py``)."""
 
 
 def _kill_each_service(chaos: Chaos) -> list[Injection]:
