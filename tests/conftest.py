@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gravity_events.kafka import ensure_topics
 from gravity_events.settings import KafkaSettings
+from tests.support.brokers import broker_overrides
 
 if TYPE_CHECKING:
     from gravity_devstack.infra import Infra
@@ -102,12 +103,13 @@ async def kafka_settings(
 ) -> AsyncIterator[KafkaSettings]:
     """Broker settings with every Gravity topic created: this module's own embedded broker, or the
     session's real Kafka."""
-    extra = {"KAFKA_SESSION_TIMEOUT_MS": 3_000}  # Tansu answers group joins in 1.5 s; Kafka's minimum is 6 s
+    extra = broker_overrides(infra.kafka_source)  # tests/deploy/test_kafka_timeouts.py checks these
     if not infra.kafka_source.startswith("embedded Tansu"):
         yield KafkaSettings(
             KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
             KAFKA_ENABLE_IDEMPOTENCE=infra.kafka_enable_idempotence,
             KAFKA_FETCH_MAX_WAIT_MS=10,
+            **extra,
         )
         return
     from gravity_devstack.kafka import TansuBroker
