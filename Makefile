@@ -41,10 +41,14 @@ chaos: install ## Run tests/chaos CHAOS_RUNS times (default 3), then print one s
 	done
 	@$(UV) run --no-sync python -m tests.chaos.summary $$(ls .chaos/run-*.log | sort -V)
 
-lint: install ## ruff (lint + format check) and mypy --strict
+# checkov runs in a tool environment of its own: it pins packaging<24, which the workspace has outgrown
+CHECKOV := $(UV) tool run --from checkov==3.3.30 checkov
+
+lint: install ## ruff (lint + format check), mypy --strict, checkov over the Dockerfiles and manifests
 	@$(UV) run --no-sync ruff check .
 	@$(UV) run --no-sync ruff format --check .
 	@$(UV) run --no-sync mypy
+	@$(CHECKOV) --config-file deploy/checkov.yaml
 
 format: install ## Format and auto-fix
 	@$(UV) run --no-sync ruff format .
