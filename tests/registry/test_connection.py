@@ -2,7 +2,8 @@
 
 connect → handshake → events stored; refused credentials → 502 and nothing stored; reconnect and
 disconnect; and the keeper: renewal, recreation after Blacklisted, token refresh and re-login, 429
-back-off, backfill after an outage with no duplicates, and two registry copies never renewing twice.
+back-off, backfill after an outage with no duplicates, two registry copies never renewing twice, and the
+keeper's checks and the connections by status on /metrics.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from prometheus_client.parser import text_string_to_metric_families
 from tests.registry.conftest import ADMIN_TOKEN, registry_settings
 from tests.simulators.ringcentral import SMS_FILTER, RingCentralSimulator, running_ringcentral
 from tests.support import assert_error, eventually, serve, wait_ready
@@ -478,3 +481,58 @@ async def test_an_event_refused_right_after_connecting_is_backfilled(gateway: Ga
     [stored] = await gateway.messages(tenant, 1)
     assert stored["rcMessageId"] == refused["id"]
     assert len(await gateway.messages(tenant, 1)) == 1
+
+
+async def _keeper_metrics(client: httpx.AsyncClient) -> tuple[dict[str, float], dict[str, float]]:
+    """The registry's checks counter by outcome and connections gauge by status, as /metrics shows them."""
+    checks: dict[str, float] = {}
+    connections: dict[str, float] = {}
+    text = (await client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gravity_registry_keeper_checks_total":
+                checks[sample.labels["outcome"]] = sample.value
+            elif sample.name == "gravity_registry_connections":
+                connections[sample.labels["status"]] = sample.value
+    return checks, connections
+
+
+async def test_keeper_checks_and_connections_by_status_are_on_metrics(gateway: Gateway) -> None:
+    healthy, troubled = await gateway.tenant(), await gateway.tenant()
+    await gateway.connect(healthy)
+    connected = await gateway.connect(troubled)
+    checks_before, _ = await _keeper_metrics(gateway.client)
+    # one tenant's subscription is blacklisted and cannot be recreated yet: its checks fail
+    gateway.sim.fail_subscription_creates(10_000)
+    gateway.sim.blacklist(connected["subscriptionId"])
+
+    async def statuses() -> Counter[str]:
+        return Counter([(await gateway.connection(t))["status"] for t in (healthy, troubled)])
+
+    async def gauge_matches(expected: Counter[str]) -> dict[str, float] | None:
+        """The gauge once it shows ``expected`` (it is set every keeper round, so it lags a poll)."""
+        _, connections = await _keeper_metrics(gateway.client)
+        wanted = {status: float(expected.get(status, 0)) for status in connections}
+        return connections if connections == wanted and await statuses() == expected else None
+
+    await eventually(lambda: _status_is(gateway, troubled, "blacklisted"), timeout=5)
+    troubled_now = await statuses()
+    assert troubled_now == Counter(active=1, blacklisted=1)
+    shown = await eventually(lambda: gauge_matches(troubled_now), timeout=5)
+    checks, _ = await _keeper_metrics(gateway.client)
+    assert checks["error"] > checks_before.get("error", 0), "the failed checks are counted as errors"
+    # labels come from the documented vocabularies only: never a tenant or subscription id
+    assert set(checks) <= {"ok", "renewed", "recreated", "token_refreshed", "error"}, checks
+    assert set(shown) == {"active", "renewing", "blacklisted", "expired", "error"}, shown
+
+    gateway.sim.fail_subscription_creates(0)  # RingCentral recovers: the keeper recreates the subscription
+    await eventually(lambda: _status_is(gateway, troubled, "active"), timeout=5)
+
+    async def recreation_counted() -> dict[str, float] | None:
+        now, _ = await _keeper_metrics(gateway.client)
+        return now if now["recreated"] > checks_before.get("recreated", 0) else None
+
+    await eventually(recreation_counted, timeout=5)
+    recovered = await statuses()
+    assert recovered == Counter(active=2)
+    await eventually(lambda: gauge_matches(recovered), timeout=5)

@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
             delivery_client = DeliveryClient(
                 production=settings.production, user_agent=USER_AGENT, max_connections=50
             )
-            keeper = ConnectionKeeper(settings, pool, producer, outbox, box, rc_client)
+            keeper = ConnectionKeeper(settings, pool, producer, outbox, box, rc_client, metrics)
             app.state.pool, app.state.outbox, app.state.projection = pool, outbox, projection
             app.state.connections = Connections(settings, pool, outbox, box, rc_client)
             app.state.keeper, app.state.delivery_client = keeper, delivery_client

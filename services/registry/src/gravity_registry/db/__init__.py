@@ -25,6 +25,7 @@ from gravity_registry.db.apps import (
 )
 from gravity_registry.db.connections import (
     claim_connection,
+    connection_counts,
     delete_connection,
     delete_subscription,
     due_connections,
@@ -89,6 +90,7 @@ __all__ = [
     "all_subscriptions",
     "apply_migrations",
     "claim_connection",
+    "connection_counts",
     "count_apps",
     "create_api_key",
     "create_tenant",

@@ -10,6 +10,7 @@ import asyncpg
 
 __all__ = [
     "claim_connection",
+    "connection_counts",
     "delete_connection",
     "delete_subscription",
     "due_connections",
@@ -204,6 +205,12 @@ async def due_connections(conn: asyncpg.Connection, *, now: datetime, limit: int
         limit,
     )
     return [r["tenant_id"] for r in rows]
+
+
+async def connection_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """How many connections have each status (statuses with none are absent)."""
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM rc_connections GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
 
 
 async def request_backfill_everywhere(conn: asyncpg.Connection, *, now: datetime) -> None:

@@ -15,6 +15,12 @@ recreation or a gateway start, backfill from the message store every inbound SMS
 tenant's newest stored one (minus an overlap; since the connection time if it has none) onto the raw
 topic, where (tenant, rcMessageId) dedup makes it exactly-once.
 
+With metrics, each finished check counts once in ``gravity_registry_keeper_checks_total`` by what it did
+(``error`` if it failed, else ``recreated``, ``renewed``, ``token_refreshed`` or ``ok``, the first that
+applies; a check whose connection changed meanwhile is not counted), and every round of the loop sets
+``gravity_registry_connections`` per status from the database, so connects and disconnects through the
+API show within a poll.
+
 Whatever one tenant's server does — refuse, time out, trickle, answer nonsense or too much, page forever —
 ends that tenant's check only, within ``rc_check_deadline_seconds``: the failure is the connection's
 ``lastError`` and its next check is backed off (``rc_retry_seconds`` doubling per failure in a row, up
@@ -62,6 +68,7 @@ from gravity_registry.ringcentral import (
     server_url_problem,
 )
 from gravity_registry.settings import Settings
+from gravity_service.metrics import RegistryMetrics
 from gravity_webhooks import DecryptionError, SecretBox
 
 __all__ = ["ConnectionKeeper"]
@@ -95,6 +102,16 @@ class _Progress:
     tokens_saved: bool = False
     created: tuple[Subscription, str] | None = None
     """A subscription this check created and has not stored yet (with its verification token)."""
+    recreated: bool = False
+    renewed: bool = False
+
+    def outcome(self) -> str:
+        """What a successful check did, for the checks counter."""
+        if self.recreated:
+            return "recreated"
+        if self.renewed:
+            return "renewed"
+        return "token_refreshed" if self.tokens is not None else "ok"
 
 
 class ConnectionKeeper:
@@ -108,8 +125,10 @@ class ConnectionKeeper:
         outbox: OutboxPublisher,
         box: SecretBox,
         client: RingCentralClient,
+        metrics: RegistryMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._pool = pool
         self._producer = producer
         self._outbox = outbox
@@ -149,6 +168,7 @@ class ConnectionKeeper:
                     try:
                         async with self._pool.acquire() as conn:
                             due = await db.due_connections(conn, now=utcnow(), limit=100)
+                            await self._count_connections(conn)
                     except Exception:
                         log.exception("the RingCentral keeper could not list due connections; retrying")
                         due = []
@@ -162,6 +182,18 @@ class ConnectionKeeper:
         finally:
             if in_flight:
                 await asyncio.gather(*in_flight.values(), return_exceptions=True)
+
+    async def _count_connections(self, conn: asyncpg.Connection) -> None:
+        """Set the per-status gauge from the database (a status with no connection shows 0)."""
+        if self._metrics is None:
+            return
+        counts = await db.connection_counts(conn)
+        for status in self._metrics.CONNECTION_STATUSES:
+            self._metrics.connections.labels(status).set(counts.get(status, 0))
+
+    def _count_check(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.keeper_checks.labels(outcome).inc()
 
     async def _guarded_check(self, tenant_id: str) -> None:
         try:
@@ -209,6 +241,9 @@ class ConnectionKeeper:
             why, status = f"internal error ({type(exc).__name__})", self._shown(row, progress.status)
         else:
             self._failures.pop(tenant_id, None)
+            self._count_check(progress.outcome())
+        if why is not None:
+            self._count_check("error")
         if progress.created is not None:
             await self._discard_created(row, progress, progress.created[0])
         if why is not None:
@@ -245,11 +280,12 @@ class ConnectionKeeper:
                 verification_token=token,
                 expires_in=self._settings.rc_subscription_expires_in,
             )
-            progress.created = (sub, token)
+            progress.created, progress.recreated = (sub, token), True
         elif sub.expires_at - now < timedelta(seconds=self._settings.rc_renew_before_seconds):
             sub = self._same_subscription(
                 row, await self._rc.renew_subscription(row["server_url"], access, sub.id)
             )
+            progress.renewed = True
             log.info("renewed subscription %s until %s", sub.id, format_timestamp(sub.expires_at))
         await self._record(row, progress, sub)
         backfill_at = row["connected_at"] + CONNECT_BACKFILL_DELAY
