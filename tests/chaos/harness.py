@@ -14,9 +14,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,11 +25,11 @@ import httpx
 import orjson
 import pytest
 from tests.simulators.ringcentral import RingCentralSimulator, running_ringcentral
-from tests.support import Received, WebhookReceiver, eventually, free_port, running_receiver, wait_ready
+from tests.support import Received, WebhookReceiver, eventually, free_port, running_receiver
+from tests.support.processes import Service, started
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from gravity_devstack.procs import spawn, stop_process
 from gravity_events import ids
 
 __all__ = ["Chaos", "Injection", "Service", "chaos_run"]
@@ -48,37 +45,6 @@ NAMES = (
     "realtime-0",
     "realtime-1",
 )
-
-
-@dataclass
-class Service:
-    """One copy of a service: a child process that can be killed and started again."""
-
-    name: str
-    module: str
-    port: int
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = spawn([sys.executable, "-m", self.module], env=self.env, log=self.log)
-
-    def kill(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, f"{self.name} is not running"
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    async def ready(self, client: httpx.AsyncClient, timeout: float = 90) -> None:
-        await wait_ready(self.url, client=client, proc=self.proc, log=self.log, timeout=timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, grace=10)
 
 
 @contextlib.asynccontextmanager
@@ -105,19 +71,8 @@ async def running_services(infra_env: dict[str, str], logs: Path) -> AsyncIterat
         kind = name.split("-")[0]
         env = {**common, f"GRAVITY_{kind.upper()}_PORT": str(port)}
         services[name] = Service(name, f"gravity_{kind}", port, env, logs / f"{name}.log")
-    try:
-        async with httpx.AsyncClient(timeout=2) as client:
-            services["registry-0"].start()  # it applies the migrations: the others wait for it
-            await services["registry-0"].ready(client)
-            for service in services.values():
-                if service.proc is None:
-                    service.start()
-            for service in services.values():
-                await service.ready(client)
+    async with started(services, first="registry-0"):  # it applies the migrations: the others wait
         yield services
-    finally:
-        for service in services.values():
-            service.stop()
 
 
 @dataclass

@@ -19,16 +19,8 @@ import httpx
 import orjson
 import pytest
 from asgi_lifespan import LifespanManager
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from prometheus_client.core import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 from tests.support import (
     TopicTail,
     eventually,
@@ -38,6 +30,7 @@ from tests.support import (
     subscription_active,
     wait_ready,
 )
+from tests.support.otlp import OtlpReceiver
 from tests.support.servers import free_port
 
 from gravity_events import ids, topics, tracing
@@ -239,28 +232,6 @@ async def test_consumer_lag_is_the_records_behind_the_high_watermark(kafka_setti
 
 
 # -- a real ingest process: OTLP export and JSON logs ----------------------------------------------
-
-
-class OtlpReceiver:
-    """A tiny OTLP/HTTP trace receiver: POST /v1/traces with an ExportTraceServiceRequest (protobuf)."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[dict[str, Any], Any]] = []  # (resource attributes, span)
-        self.app = Starlette(routes=[Route("/v1/traces", self._export, methods=["POST"])])
-
-    async def _export(self, request: Request) -> Response:
-        assert request.headers["content-type"] == "application/x-protobuf"
-        export = ExportTraceServiceRequest()
-        export.ParseFromString(await request.body())
-        for resource_spans in export.resource_spans:
-            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                self.spans.extend((resource, span) for span in scope_spans.spans)
-        body = ExportTraceServiceResponse().SerializeToString()
-        return Response(body, media_type="application/x-protobuf")
-
-    def of_trace(self, trace_id: str) -> list[tuple[dict[str, Any], Any]]:
-        return [(r, s) for r, s in self.spans if s.trace_id.hex() == trace_id]
 
 
 async def test_a_real_ingest_exports_its_spans_and_logs_json_with_the_ids(

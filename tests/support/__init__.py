@@ -5,7 +5,9 @@
 - :mod:`~tests.support.kafka`: ``publish_events``, ``TopicTail`` and ``keyed_events`` on the real broker;
 - :mod:`~tests.support.contract`: ``assert_error`` and the ``sms_inbound`` field order;
 - :mod:`~tests.support.servers` and :mod:`~tests.support.receivers`: loopback ports, uvicorn servers and
-  the recording webhook receiver.
+  the recording webhook receiver;
+- :mod:`~tests.support.processes` (services as child processes) and :mod:`~tests.support.otlp` (an OTLP
+  trace receiver), imported from their modules.
 """
 
 from tests.support.contract import SMS_INBOUND_FIELDS, assert_error
