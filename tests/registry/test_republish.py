@@ -1,6 +1,6 @@
 """Recovery from PostgreSQL: a registry started on a broker that lost the change streams republishes the
-subscriptions, API keys and apps of its database before it is ready (and ingest accepts the tenant's
-webhooks on that broker again); a registry on an intact broker republishes nothing; ``gravity-registry
+subscriptions, API keys and apps of its database before it is ready (and on that broker ingest accepts
+the tenant's webhooks again, realtime its API key, and fanout delivers to its app); a registry on an intact broker republishes nothing; ``gravity-registry
 republish`` does it on demand (``--prune`` removes keys the database does not know); ``gravity-registry
 topics`` provisions every topic."""
 
@@ -21,8 +21,17 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from asgi_lifespan import LifespanManager
+from tests.realtime.harness import realtime_settings, running_realtime
 from tests.registry.conftest import ADMIN_TOKEN, Registry, registry_settings
-from tests.support import eventually, notification, publish_events, wait_ready
+from tests.support import (
+    WebhookReceiver,
+    eventually,
+    notification,
+    publish_events,
+    running_receiver,
+    wait_ready,
+)
+from websockets.asyncio.client import connect
 
 from gravity_events import topics
 from gravity_events.codec import decode
@@ -30,6 +39,8 @@ from gravity_events.kafka import ensure_topics
 from gravity_events.models import ApiKeyActive, ApiKeyRevoked, AppUpserted, Event, SubscriptionActive
 from gravity_events.settings import KafkaSettings
 from gravity_events.topics import ALL_TOPICS
+from gravity_fanout.app import create_app as create_fanout
+from gravity_fanout.settings import Settings as FanoutSettings
 from gravity_ingest.app import create_app as create_ingest
 from gravity_ingest.settings import Settings as IngestSettings
 from gravity_registry.app import create_app
@@ -97,13 +108,11 @@ async def change_records(kafka: KafkaSettings) -> dict[str, dict[str, list[Event
     return found
 
 
-async def _populate(registry: Registry) -> dict[str, Any]:
+async def _populate(registry: Registry, webhook_url: str = "http://127.0.0.1:9/hook") -> dict[str, Any]:
     c = registry.client
     tenant = await registry.tenant("Recovered")
     app = (
-        await c.post(
-            "/v1/apps", json={"name": "crm", "webhookUrl": "http://127.0.0.1:9/hook"}, headers=tenant["auth"]
-        )
+        await c.post("/v1/apps", json={"name": "crm", "webhookUrl": webhook_url}, headers=tenant["auth"])
     ).json()
     await c.post("/v1/apps", json={"name": "gone"}, headers=tenant["auth"])
     gone = (await c.get("/v1/apps", headers=tenant["auth"])).json()["apps"][-1]["appId"]
@@ -154,10 +163,16 @@ async def test_a_registry_on_a_broker_that_lost_the_streams_republishes_them(
     tmp_path: Path,
 ) -> None:
     database_url = await make_database()
-    async with running(registry_settings(kafka_settings, database_url)) as first:
-        made = await _populate(first)
-    tenant, app, sub = made["tenant"], made["app"], made["sub"]
+    async with running_receiver() as receiver:
+        async with running(registry_settings(kafka_settings, database_url)) as first:
+            made = await _populate(first, receiver.url())
+        await _recovers_on_an_empty_broker(made, receiver, database_url, tmp_path)
 
+
+async def _recovers_on_an_empty_broker(
+    made: dict[str, Any], receiver: WebhookReceiver, database_url: str, tmp_path: Path
+) -> None:
+    tenant, app, sub = made["tenant"], made["app"], made["sub"]
     async with fresh_broker(tmp_path) as lost:
         empty = await change_records(lost)
         assert not any(empty[t] for t in CHANGE_TOPICS)
@@ -183,28 +198,47 @@ async def test_a_registry_on_a_broker_that_lost_the_streams_republishes_them(
                 assert isinstance(key, ApiKeyActive) and key.tenant_id == tenant["tenantId"]
             (upserted,) = found[topics.APPS][app["appId"]]
             assert isinstance(upserted, AppUpserted)
-            assert (upserted.webhook_url, upserted.disabled) == ("http://127.0.0.1:9/hook", False)
+            assert (upserted.webhook_url, upserted.disabled) == (receiver.url(), False)
             box = SecretBox(DEV_SECRET_KEY)
             assert [box.decrypt(s.ciphertext) for s in upserted.signing_secrets] == [app["signingSecret"]]
             assert made["gone"] not in found[topics.APPS]  # a deleted app is not brought back
 
-            # ingest, reading the new broker, accepts the tenant's webhooks again
+            # on the new broker ingest accepts the tenant's webhooks again, realtime its key (learnt from
+            # the stream: the registry address it would ask is a closed port), and fanout delivers the
+            # message to its app
             ingest = create_ingest(
                 IngestSettings(
                     KAFKA_BOOTSTRAP_SERVERS=lost.kafka_bootstrap_servers, KAFKA_ENABLE_IDEMPOTENCE=False
                 )
             )
+            fanout = create_fanout(
+                FanoutSettings(
+                    KAFKA_BOOTSTRAP_SERVERS=lost.kafka_bootstrap_servers,
+                    KAFKA_ENABLE_IDEMPOTENCE=False,
+                    KAFKA_SESSION_TIMEOUT_MS=lost.kafka_session_timeout_ms,
+                )
+            )
             async with (
-                LifespanManager(ingest) as manager,
+                LifespanManager(ingest, startup_timeout=60) as manager,
+                LifespanManager(fanout, startup_timeout=60, shutdown_timeout=30),
+                running_realtime(realtime_settings(lost, "http://127.0.0.1:9")) as (_, realtime_port),
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://i") as c,
+                connect(f"ws://127.0.0.1:{realtime_port}/v1/ws", additional_headers=tenant["auth"]) as socket,
             ):
+                connected = orjson.loads(await asyncio.wait_for(socket.recv(), PROPAGATION))
+                assert connected["tenantId"] == tenant["tenantId"], connected
                 await wait_ready(client=c, timeout=30)
+                rc_id = "recovered-1"
                 r = await c.post(
                     "/v1/webhooks/ringcentral",
-                    content=orjson.dumps(notification(sub["subscriptionId"])),
+                    content=orjson.dumps(notification(sub["subscriptionId"], rc_id)),
                     headers={"Verification-Token": sub["verificationToken"]},
                 )
                 assert r.status_code == 200, r.text
+                frame = orjson.loads(await asyncio.wait_for(socket.recv(), 30))
+                assert frame["rcMessageId"] == rc_id, frame
+                delivered = await eventually(lambda: receiver.received("/hook"), timeout=30)
+                assert orjson.loads(delivered[0].body)["rcMessageId"] == rc_id
 
         # a registry restarted on the intact broker republishes nothing: one record per key still
         async with running(registry_settings(lost, database_url)):
