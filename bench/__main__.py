@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.common import ROOT, machine_facts
 
-BENCHES = ("ingest", "projection", "fanout", "realtime", "queries", "stack")
+BENCHES = ("ingest", "projection", "fanout", "realtime", "queries", "observability", "stack")
 
 
 def main(argv: list[str] | None = None) -> None:
