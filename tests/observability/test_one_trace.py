@@ -1,6 +1,7 @@
 """One SMS is one trace across the real processes: RingCentral's notification enters ingest, the registry
 stores and publishes it, fanout posts it to the tenant's app, and every one of them exports its spans of
-that trace to an OTLP receiver, the webhook POST carrying the trace on in ``traceparent``."""
+that trace to an OTLP receiver, the webhook POST carrying the trace on in ``traceparent``; and each logs
+its part as JSON lines naming the ids and the trace."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 from tests.simulators.ringcentral import running_ringcentral
 from tests.support import Received, eventually, free_port, running_receiver, serve
@@ -39,7 +42,8 @@ def _services(infra_env: dict[str, str], otlp_port: int, logs: Path) -> dict[str
         "GRAVITY_REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}",
         "GRAVITY_REGISTRY_CONSUMER_GROUP": "trace-registry-" + secrets.token_hex(4),
         "GRAVITY_FANOUT_CONSUMER_GROUP": "trace-fanout-" + secrets.token_hex(4),
-        "GRAVITY_LOG_LEVEL": "warning",
+        "GRAVITY_LOG_LEVEL": "info",
+        "GRAVITY_LOG_FORMAT": "json",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
         # export within a fraction of a second rather than the default five, so the test waits little
         "OTEL_BSP_SCHEDULE_DELAY": "200",
@@ -77,6 +81,7 @@ async def test_one_sms_is_one_trace_through_ingest_registry_and_fanout(
         auth = {"Authorization": f"Bearer {tenant['apiKey']}"}
         r = await api.post("/v1/apps", json={"name": "hook", "webhookUrl": receiver.url()}, headers=auth)
         assert r.status_code == 201, r.text
+        app_id = r.json()["appId"]
         credentials = {
             "serverUrl": sim.server_url,
             "clientId": sim.client_id,
@@ -127,3 +132,24 @@ async def test_one_sms_is_one_trace_through_ingest_registry_and_fanout(
     # ingest started the trace (RingCentral sends none) and everything else descends from it: one root
     roots = [(r["service.name"], s.name) for r, s in spans if not s.parent_span_id]
     assert roots == [("gravity-ingest", "POST /v1/webhooks/ringcentral")], roots
+
+    # the log lines of that message, read once every process has stopped (and flushed): the registry's
+    # stored line and fanout's attempt line name the tenant, the message, the app and the trace
+    message_id = orjson.loads(hook.body)["messageId"]
+
+    def lines(kind: str) -> list[dict[str, Any]]:
+        parsed = []
+        for line in (tmp_path / f"{kind}.log").read_text().splitlines():
+            if line.startswith("{"):
+                parsed.append(orjson.loads(line))
+        return parsed
+
+    def of_message(kind: str) -> list[dict[str, Any]]:
+        return [e for e in lines(kind) if e.get("messageId") == message_id and e.get("traceId") == trace_id]
+
+    stored = of_message("registry")
+    assert stored and all(e["tenantId"] == tenant["tenantId"] for e in stored), lines("registry")[-20:]
+    attempts = [e for e in of_message("fanout") if e.get("appId") == app_id]
+    assert attempts and all(e["tenantId"] == tenant["tenantId"] for e in attempts), lines("fanout")[-20:]
+    accepted = [e for e in lines("ingest") if e.get("traceId") == trace_id]
+    assert accepted and all(e["service"] == "gravity-ingest" for e in accepted), lines("ingest")[-20:]

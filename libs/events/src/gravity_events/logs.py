@@ -48,11 +48,20 @@ def ids(
     message_id: str | None = None,
     app_id: str | None = None,
     rc_message_id: str | None = None,
+    trace_id: str | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """``extra=`` for a log call: the given ids under their contract names, and any other ``fields``
-    (``status=200``, ``outcome="success"``) as they are. Ids that are None are left out."""
-    named = {"tenantId": tenant_id, "messageId": message_id, "appId": app_id, "rcMessageId": rc_message_id}
+    (``status=200``, ``outcome="success"``) as they are. Ids that are None are left out. ``trace_id`` is
+    for a line logged outside its trace's span (a batch's line about one of its records); otherwise the
+    current span's is added."""
+    named = {
+        "tenantId": tenant_id,
+        "messageId": message_id,
+        "appId": app_id,
+        "rcMessageId": rc_message_id,
+        "traceId": trace_id,
+    }
     return {**{k: v for k, v in named.items() if v is not None}, **fields}
 
 

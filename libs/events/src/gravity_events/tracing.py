@@ -40,6 +40,7 @@ __all__ = [
     "set_recording",
     "span",
     "trace_headers",
+    "trace_id_of",
     "tracer",
 ]
 
@@ -110,6 +111,14 @@ def http_headers(context: Context | None = None) -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=context)
     return carrier
+
+
+def trace_id_of(headers: Headers) -> str | None:
+    """The trace id record headers carry, as :func:`current_trace_id` gives it, or None."""
+    context = context_from_headers(headers)
+    if context is None:
+        return None
+    return format(trace.get_current_span(context).get_span_context().trace_id, "032x")
 
 
 def current_trace_id() -> str | None:

@@ -175,6 +175,7 @@ class Deliverer:
                 )
                 if result.status is not None:
                     span.set_attribute("http.response.status_code", result.status)
+                trace_id = tracing.current_trace_id()  # the line below is logged after the span ends
         finally:
             metrics.in_flight.dec()
         kind = outcome(result)
@@ -192,6 +193,7 @@ class Deliverer:
                 tenant_id=app.tenant_id,
                 message_id=event.message_id,
                 app_id=app.app_id,
+                trace_id=trace_id,
                 status=result.status,
                 outcome=kind,
             ),

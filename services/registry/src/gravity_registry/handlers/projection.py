@@ -179,7 +179,10 @@ def _observe(
         log.info(
             "stored message",
             extra=logs.ids(
-                tenant_id=row["tenant_id"], message_id=row["message_id"], rc_message_id=row["rc_message_id"]
+                tenant_id=row["tenant_id"],
+                message_id=row["message_id"],
+                rc_message_id=row["rc_message_id"],
+                trace_id=tracing.trace_id_of(origin.headers) if origin is not None else None,
             ),
         )
         if metrics is None:
