@@ -107,9 +107,18 @@ class Stream:
             await asyncio.sleep(0.2)
 
 
+IN_FLIGHT = 64
+"""Notifications RingCentral has in flight at once, at most (the load's connection pool is this size).
+Without the bound, an ingest outage queued every due notification in the HTTP pool, and httpcore assigns
+queued requests to connections in time that grows with the queue times the connections: the load
+generator itself took the CPU, minutes past the test's timeout in one run."""
+
+
 @dataclass
 class Load:
-    """RingCentral: notifications at a steady rate, spread over the ingest copies, retried until 200."""
+    """RingCentral: notifications at a steady rate, spread over the ingest copies, retried until 200, at
+    most ``IN_FLIGHT`` at once (a notification due while all are busy waits for one, as it would at a
+    sender with a bounded pool)."""
 
     sim: RingCentralSimulator
     subscription_id: str
@@ -117,6 +126,7 @@ class Load:
     accepted: set[str] = field(default_factory=set)
     retried: int = 0
     given_up: list[str] = field(default_factory=list)
+    _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
 
     async def post(self, client: httpx.AsyncClient, n: int) -> None:
         message = self.sim.add_message(text=f"chaos {n}")
@@ -128,7 +138,9 @@ class Load:
         while time.monotonic() < deadline:
             url = self.ingest_urls[target % len(self.ingest_urls)] + "/v1/webhooks/ringcentral"
             try:
-                if (await client.post(url, content=body, headers=headers)).status_code == 200:
+                async with self._slots:
+                    answer = await client.post(url, content=body, headers=headers)
+                if answer.status_code == 200:
                     self.accepted.add(message["id"])
                     return
             except httpx.HTTPError:
@@ -141,7 +153,8 @@ class Load:
     async def run(self, rate: int, duration: float) -> None:
         start = time.monotonic()
         tasks = []
-        async with httpx.AsyncClient(timeout=5) as client:
+        limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+        async with httpx.AsyncClient(timeout=5, limits=limits) as client:
             for n in range(int(rate * duration)):
                 due = start + n / rate
                 await asyncio.sleep(max(0.0, due - time.monotonic()))  # open loop: keep the schedule
