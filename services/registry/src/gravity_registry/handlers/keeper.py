@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,6 +52,7 @@ from gravity_registry.handlers.connection import (
     next_check,
     token_columns,
 )
+from gravity_registry.handlers.keeper_check import NotCallable, Progress, Superseded
 from gravity_registry.handlers.outbox import OutboxPublisher
 from gravity_registry.handlers.subscriptions import (
     SubscriptionTaken,
@@ -78,40 +78,6 @@ log = logging.getLogger(__name__)
 _GONE = ("Blacklisted", "Suspended")
 _LEASE_MARGIN = timedelta(seconds=30)
 _REFUSED_GRANTS = ("invalid_grant", "invalid_client", "unauthorized_client")
-
-
-class _NotCallable(RingCentralError):
-    """The stored ``serverUrl`` is not one this gateway calls (any more)."""
-
-
-class _Superseded(Exception):
-    """The connection was replaced or removed while the check ran; its outcome is dropped."""
-
-
-@dataclass
-class _Progress:
-    """How far a check got: what is stored, what it obtained, and whether a backfill is still owed."""
-
-    subscription_id: str
-    expires_at: datetime
-    backfill: bool
-    status: str = "renewing"
-    access: str = ""
-    """The access token the check uses."""
-    tokens: Tokens | None = None
-    tokens_saved: bool = False
-    created: tuple[Subscription, str] | None = None
-    """A subscription this check created and has not stored yet (with its verification token)."""
-    recreated: bool = False
-    renewed: bool = False
-
-    def outcome(self) -> str:
-        """What a successful check did, for the checks counter."""
-        if self.recreated:
-            return "recreated"
-        if self.renewed:
-            return "renewed"
-        return "token_refreshed" if self.tokens is not None else "ok"
 
 
 class ConnectionKeeper:
@@ -209,7 +175,7 @@ class ConnectionKeeper:
             row = await claim_connection(conn, tenant_id=tenant_id, now=now, until=now + lease)
         if row is None:
             return
-        progress = _Progress(
+        progress = Progress(
             subscription_id=row["subscription_id"],
             expires_at=row["expires_at"],
             backfill=row["backfill_needed"],
@@ -219,7 +185,7 @@ class ConnectionKeeper:
         try:
             async with asyncio.timeout(self._settings.rc_check_deadline_seconds):
                 await self._keep(row, now, progress)
-        except _Superseded:
+        except Superseded:
             log.info(
                 "tenant %s's connection changed during its check; the check's outcome is dropped", tenant_id
             )
@@ -252,10 +218,10 @@ class ConnectionKeeper:
 
     # -- the check -----------------------------------------------------------------------------
 
-    async def _keep(self, row: Any, now: datetime, progress: _Progress) -> None:
+    async def _keep(self, row: Any, now: datetime, progress: Progress) -> None:
         """Tokens, then the subscription: read, renew or recreate; record it; then backfill if owed."""
         if (problem := self._server_problem(row["server_url"])) is not None:
-            raise _NotCallable(f"RingCentral was not called: {problem}", status=None)
+            raise NotCallable(f"RingCentral was not called: {problem}", status=None)
         access = progress.access = await self._access_token(row, now, progress)
         try:
             sub = await self._read_subscription(row, access)
@@ -306,7 +272,7 @@ class ConnectionKeeper:
             progress.backfill = False
             await self._record(row, progress, sub)
 
-    async def _record(self, row: Any, progress: _Progress, sub: Subscription) -> None:
+    async def _record(self, row: Any, progress: Progress, sub: Subscription) -> None:
         """Store the subscription found, renewed or created (and the tokens obtained) in one short
         transaction, if the connection is still the one the check started from."""
         tenant_id = row["tenant_id"]
@@ -341,7 +307,7 @@ class ConnectionKeeper:
                 tokens=self._unsaved_tokens(progress),
             )
             if not saved:
-                raise _Superseded
+                raise Superseded
         replaced = progress.subscription_id
         progress.subscription_id, progress.expires_at = sub.id, sub.expires_at
         progress.status, progress.tokens_saved, progress.created = "active", True, None
@@ -350,7 +316,7 @@ class ConnectionKeeper:
                 await self._rc.delete_subscription(row["server_url"], progress.access, replaced)
 
     async def _save_failure(
-        self, row: Any, progress: _Progress, status: str, why: str, retry_after: float | None
+        self, row: Any, progress: Progress, status: str, why: str, retry_after: float | None
     ) -> None:
         tenant_id = row["tenant_id"]
         connected_at, count = self._failures.get(tenant_id, (row["connected_at"], 0))
@@ -383,7 +349,7 @@ class ConnectionKeeper:
                 "tenant %s's connection changed during its check; its failure is not recorded", tenant_id
             )
 
-    async def _discard_created(self, row: Any, progress: _Progress, sub: Subscription) -> None:
+    async def _discard_created(self, row: Any, progress: Progress, sub: Subscription) -> None:
         """Delete at RingCentral a subscription this check created but did not store."""
         progress.created = None
         with contextlib.suppress(RingCentralError):
@@ -392,7 +358,7 @@ class ConnectionKeeper:
                 self._settings.rc_call_deadline_seconds,
             )
 
-    def _unsaved_tokens(self, progress: _Progress) -> dict[str, Any] | None:
+    def _unsaved_tokens(self, progress: Progress) -> dict[str, Any] | None:
         if progress.tokens is None or progress.tokens_saved:
             return None
         return token_columns(self._box, progress.tokens)
@@ -410,7 +376,7 @@ class ConnectionKeeper:
         """The status to show after ``exc``. ``observed`` is what the check had found when it failed
         (``renewing`` unless the subscription was found blacklisted or expired, ``active`` once it was
         stored)."""
-        if isinstance(exc, _NotCallable):
+        if isinstance(exc, NotCallable):
             return "error"
         if exc.status == 429 or (exc.status == 503 and exc.retry_after is not None):
             return self._shown(row, observed)
@@ -429,9 +395,7 @@ class ConnectionKeeper:
             )
         return sub
 
-    async def _access_token(
-        self, row: Any, now: datetime, progress: _Progress, *, force: bool = False
-    ) -> str:
+    async def _access_token(self, row: Any, now: datetime, progress: Progress, *, force: bool = False) -> str:
         """A valid access token: the stored one (or one this check obtained), else refreshed, else a new
         login with the JWT."""
         margin = timedelta(seconds=self._settings.rc_token_margin_seconds)
