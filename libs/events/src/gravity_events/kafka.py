@@ -38,6 +38,7 @@ from gravity_events.topics import ALL_TOPICS, TopicSpec
 __all__ = [
     "CONSUMER_LAG",
     "MAX_RECORD_BYTES",
+    "BatchPartitioner",
     "ChangeStreamReader",
     "ConsumerLag",
     "Envelope",
@@ -153,10 +154,43 @@ request body (up to 1 MiB) plus its envelope, so it must fit with room to spare.
 ``max.message.bytes`` to match (see :mod:`gravity_events.topics`)."""
 
 
-def make_producer(settings: KafkaSettings, *, client_id: str, linger_ms: int = 1) -> AIOKafkaProducer:
-    """A producer that waits for every in-sync replica (``acks="all"``)."""
+class BatchPartitioner:
+    """Sends every record to one partition for ``period`` seconds, then to the next (round robin).
+
+    A produce request then carries records of one or two partitions, not of every partition that the
+    keys hash to. For topics whose key decides nothing downstream (the raw topic: its readers dedupe
+    by message id), on a broker that writes each partition of a request as objects of its own one
+    after the other (Tansu's S3 engine: two object PUTs a partition), that is the difference between
+    two and twenty-four PUTs per request. Records still spread over all partitions over time.
+    """
+
+    def __init__(self, period: float = 0.05) -> None:
+        self._period = period
+        self._turn = 0
+        self._until = 0.0
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        now = time.monotonic()
+        if now >= self._until:
+            self._turn += 1
+            self._until = now + self._period
+        choices = available or all_partitions
+        return choices[self._turn % len(choices)]
+
+
+def make_producer(
+    settings: KafkaSettings,
+    *,
+    client_id: str,
+    linger_ms: int = 1,
+    partitioner: Callable[[bytes | None, list[int], list[int]], int] | None = None,
+) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica (``acks="all"``); ``partitioner`` replaces the
+    key hash (see :class:`BatchPartitioner`)."""
+    extra: dict[str, object] = {} if partitioner is None else {"partitioner": partitioner}
     return AIOKafkaProducer(
         **settings.client_options(),
+        **extra,
         client_id=client_id,
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gravity_events import topics
-from gravity_events.kafka import ChangeStreamReader, ensure_topics, make_producer
+from gravity_events.kafka import BatchPartitioner, ChangeStreamReader, ensure_topics, make_producer
 from gravity_ingest.handlers import SubscriptionTable
 from gravity_ingest.routes import WEBHOOK_PATH, webhook_asgi, webhook_method_not_allowed
 from gravity_ingest.settings import Settings
@@ -61,7 +61,12 @@ def create_app(settings: Settings) -> IngestApp:
         )
         table.ready = reader.ready
         metrics.consumer_lag.track(reader)
-        producer = make_producer(settings, client_id="gravity-ingest", linger_ms=1)
+        producer = make_producer(
+            settings,
+            client_id="gravity-ingest",
+            linger_ms=1,
+            partitioner=BatchPartitioner() if settings.raw_partitioning == "batch" else None,
+        )
         await producer.start()
         await reader.start()
         app.state.subscriptions, app.state.producer, app.state.reader = table, producer, reader

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from gravity_events.settings import KafkaSettings
@@ -18,3 +20,11 @@ class Settings(ServiceSettings, KafkaSettings):
     max_body_bytes: int = Field(1024 * 1024, gt=0, validation_alias="GRAVITY_INGEST_MAX_BODY_BYTES")
     publish_timeout_seconds: float = Field(3.0, gt=0, validation_alias="GRAVITY_INGEST_PUBLISH_TIMEOUT")
     linger_ms: int = Field(0, ge=0, validation_alias="GRAVITY_INGEST_LINGER_MS")
+    raw_partitioning: Literal["key", "batch"] = Field(
+        "key", validation_alias="GRAVITY_INGEST_RAW_PARTITIONING"
+    )
+    """How raw records pick their partition: ``key`` hashes the rcMessageId; ``batch`` sends all records of
+    a moment to one partition, turning round the partitions (``BatchPartitioner``), so that a produce
+    request touches one partition. ``make run`` sets ``batch`` on its durable broker, which writes a
+    request's partitions one after the other; the registry dedupes by message id, so nothing depends on
+    which partition a raw record is in."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from gravity_events.kafka import ensure_topics
 from gravity_events.settings import KafkaSettings
 
-__all__ = ["Infra", "docker_answers", "start_infra"]
+__all__ = ["DURABLE_FETCH_MAX_WAIT_MS", "DURABLE_SERVICE_ENV", "Infra", "docker_answers", "start_infra"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ class Infra:
     kafka_fetch_max_wait_ms: int | None = None
     """Set for a broker that needs it: Tansu's S3 engine serves a fetch of cold data (after a restart) only
     if the fetch may wait long enough for the S3 read; at the 10 ms default a consumer behind the tail
-    gets almost nothing (measured: 1 record in 6 s at 10 ms, 221 in 5 s at 500 ms)."""
+    gets almost nothing (measured: 1 record in 6 s at 10 ms, 221 in 5 s at 500 ms).
+    :data:`DURABLE_FETCH_MAX_WAIT_MS` is the value for it."""
+    service_env: dict[str, str] = field(default_factory=dict)
+    """Further service settings this broker calls for (see :data:`DURABLE_SERVICE_ENV`)."""
     _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def stop(self) -> None:
@@ -53,14 +56,18 @@ class Infra:
 
     def env(self) -> dict[str, str]:
         """The variables a service needs to reach this infrastructure."""
-        return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
-            "KAFKA_ENABLE_IDEMPOTENCE": "true" if self.kafka_enable_idempotence else "false",
-            "DATABASE_URL": self.database_url,
-        } | (
-            {"KAFKA_FETCH_MAX_WAIT_MS": str(self.kafka_fetch_max_wait_ms)}
-            if self.kafka_fetch_max_wait_ms is not None
-            else {}
+        return (
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+                "KAFKA_ENABLE_IDEMPOTENCE": "true" if self.kafka_enable_idempotence else "false",
+                "DATABASE_URL": self.database_url,
+            }
+            | (
+                {"KAFKA_FETCH_MAX_WAIT_MS": str(self.kafka_fetch_max_wait_ms)}
+                if self.kafka_fetch_max_wait_ms is not None
+                else {}
+            )
+            | self.service_env
         )
 
 
@@ -88,6 +95,16 @@ def _truthy(value: str | None, default: bool) -> bool:
 
 _TANSU_S3 = "embedded Tansu (S3 on SeaweedFS)"
 
+DURABLE_FETCH_MAX_WAIT_MS = 100
+"""The consumers' fetch wait on Tansu's S3 engine (ADR 0009, 0014). The broker answers a fetch of new data
+at its next re-poll (half the remaining wait), so the wait is most of each hop's latency; it must still
+leave room for the listing of a partition's batches that a fetch below the tail makes."""
+
+DURABLE_SERVICE_ENV = {"GRAVITY_INGEST_RAW_PARTITIONING": "batch"}
+"""Tansu's S3 engine writes each partition of a produce request as two objects, one partition after the
+other: ingest sends each moment's raw records to one partition instead of hashing their ids over all 12
+(ADR 0014)."""
+
 
 def start_infra(*, data_dir: Path, durable: bool) -> Infra:
     """Start (or find) a broker and a database; create the topics; return their addresses."""
@@ -95,7 +112,8 @@ def start_infra(*, data_dir: Path, durable: bool) -> Infra:
     stoppers: list[Callable[[], None]] = []
     try:
         kafka, idempotence, kafka_source = _kafka(data_dir, durable, stoppers)
-        fetch_wait = 500 if kafka_source == _TANSU_S3 else None
+        durable_broker = kafka_source == _TANSU_S3
+        fetch_wait = DURABLE_FETCH_MAX_WAIT_MS if durable_broker else None
         database_url, database_source = _database(data_dir, stoppers)
         settings = KafkaSettings(KAFKA_BOOTSTRAP_SERVERS=kafka, KAFKA_ENABLE_IDEMPOTENCE=idempotence)
         asyncio.run(ensure_topics(settings))
@@ -110,6 +128,7 @@ def start_infra(*, data_dir: Path, durable: bool) -> Infra:
         kafka_source,
         database_source,
         kafka_fetch_max_wait_ms=fetch_wait,
+        service_env=dict(DURABLE_SERVICE_ENV) if durable_broker else {},
         _stoppers=stoppers,
     )
 

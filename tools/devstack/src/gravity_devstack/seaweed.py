@@ -7,6 +7,7 @@ the bucket is created with an unsigned PUT, retried until SeaweedFS stops answer
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -19,7 +20,11 @@ import httpx
 from gravity_devstack.kafka import wait_for_port
 from gravity_devstack.procs import spawn, stop_process
 
-__all__ = ["SeaweedS3", "weed_binary"]
+__all__ = ["SAVE_TO_FILER_LIMIT", "SeaweedS3", "weed_binary"]
+
+SAVE_TO_FILER_LIMIT = 1024 * 1024
+"""Bytes: objects up to this size are stored in the filer's own store (``-filer.saveToFilerLimit``);
+``GRAVITY_DEV_SAVE_TO_FILER_LIMIT`` overrides it (0: every object goes to a volume)."""
 
 
 def _free_pair() -> int:
@@ -54,6 +59,7 @@ class SeaweedS3:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.s3_port = _free_pair()
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
+        filer_limit = os.environ.get("GRAVITY_DEV_SAVE_TO_FILER_LIMIT", str(SAVE_TO_FILER_LIMIT))
         self.process = spawn(
             [
                 weed_binary(),
@@ -73,6 +79,9 @@ class SeaweedS3:
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 "-master.telemetry=false",
+                # Objects up to 1 MiB (every batch and watermark Tansu writes here) live in the filer's
+                # store: a PUT is one metadata write, not a master assign plus a volume upload as well.
+                f"-filer.saveToFilerLimit={filer_limit}",
             ],
             log=data_dir / "weed.log",
         )
