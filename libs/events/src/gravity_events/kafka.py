@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry.context import Context
 
+from gravity_events import gaps
 from gravity_events import topics as topic_names
 from gravity_events.codec import CodecError, encode, encode_headers
 from gravity_events.lag import CONSUMER_LAG, ConsumerLag, StoppableConsumer, partition_lag
@@ -294,7 +295,7 @@ class EventConsumer(StoppableConsumer):
     async def run(self, *, until_idle: bool = False) -> None:
         """Consume until :meth:`stop` (or, with ``until_idle``, until a poll finds nothing)."""
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+            batch = await gaps.getmany(self._consumer, timeout_ms=200, max_records=self._max_records)
             records = [r for part in batch.values() for r in part]
             if not records:
                 self.caught_up.set()

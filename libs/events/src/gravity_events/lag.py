@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["CONSUMER_LAG", "ConsumerLag", "StoppableConsumer", "partition_lag"]
+__all__ = ["CONSUMER_LAG", "ConsumerLag", "StoppableConsumer", "assigned_positions", "partition_lag"]
 
 
 def partition_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
@@ -23,17 +23,27 @@ def partition_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
     reset, has no entry. Synchronous and network-free, so it can run at scrape time; the position is read
     from aiokafka's assignment state because its public ``position()`` is a coroutine that may wait.
     """
-    lags: dict[TopicPartition, int] = {}
+    return {
+        tp: max(int(state.highwater) - int(state.position), 0)
+        for tp, state in _positioned(consumer)
+        if state.highwater is not None
+    }
+
+
+def assigned_positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """The next offset the consumer hands out, per assigned partition whose position is set (synchronous,
+    like :func:`partition_lag`)."""
+    return {tp: int(state.position) for tp, state in _positioned(consumer)}
+
+
+def _positioned(consumer: AIOKafkaConsumer) -> list[tuple[TopicPartition, Any]]:
+    """aiokafka's state of each assigned partition that has a valid position."""
     subscription = getattr(consumer, "_subscription", None)
     assignment = getattr(getattr(subscription, "subscription", None), "assignment", None)
     if assignment is None:
-        return lags
-    for tp in assignment.tps:
-        state = assignment.state_value(tp)
-        if state is None or state.highwater is None or not state.has_valid_position:
-            continue
-        lags[tp] = max(int(state.highwater) - int(state.position), 0)
-    return lags
+        return []
+    states = ((tp, assignment.state_value(tp)) for tp in assignment.tps)
+    return [(tp, state) for tp, state in states if state is not None and state.has_valid_position]
 
 
 class _Lagging(Protocol):

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from gravity_events import gaps
 from gravity_events.codec import CodecError
 from gravity_events.lag import StoppableConsumer
 from gravity_events.records import Envelope, decode_record
@@ -97,7 +98,7 @@ class ChangeStreamReader(StoppableConsumer):
     async def run(self) -> None:
         """Apply records until :meth:`stop`; set ``ready`` once caught up."""
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            batch = await gaps.getmany(self._consumer, timeout_ms=200, max_records=1000)
             self.polls += 1
             for tp, part in batch.items():
                 if part:

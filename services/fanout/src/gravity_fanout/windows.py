@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from gravity_events import gaps
 from gravity_events.lag import partition_lag
 from gravity_fanout.settings import Settings
 
@@ -227,7 +228,7 @@ class WindowedConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         """Read, hand each partition's records to :meth:`_handle`, commit what finished, until stopped."""
         while not self._stopped.is_set():
             self._before_fetch()
-            batch = await self._consumer.getmany(timeout_ms=100, max_records=self._max_records)
+            batch = await gaps.getmany(self._consumer, timeout_ms=100, max_records=self._max_records)
             for tp, records in batch.items():
                 await self._handle(tp, records)
             await self._windows.commit()

@@ -14,7 +14,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from gravity_events import topics
+from gravity_events import gaps, topics
 from gravity_events.codec import RECEIVED_AT_HEADER, CodecError, decode
 from gravity_events.kafka import offsets_at, record_headers
 from gravity_events.models import SmsInbound
@@ -70,7 +70,7 @@ class LiveStream:
     async def run(self) -> None:
         """Route records until stopped."""
         while not self._stopping:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            batch = await gaps.getmany(self._consumer, timeout_ms=200, max_records=1000)
             for records in batch.values():
                 for record in records:
                     if record.timestamp < self._start_ms or record.value is None:
