@@ -82,3 +82,19 @@ async def test_disabled_apps_get_nothing(kafka_settings: KafkaSettings, world: W
         await world.send(2)
         await eventually(lambda: len(receiver.received("/on")) >= 2, timeout=10)
     assert receiver.received("/off") == []
+
+
+async def test_a_message_published_twice_is_delivered_once(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    """The registry publishes a batch again when it dies, or loses PostgreSQL, between publishing and
+    marking it; the copy that handled the message already does not deliver it again. Old behaviour: two
+    POSTs of the same message to every app."""
+    async with running_receiver() as receiver, running_fanout(fanout_settings(kafka_settings)):
+        await world.app(receiver.url("/hook"))
+        [event] = await world.send()
+        await eventually(lambda: receiver.received("/hook"), timeout=10)
+        await publish_events(kafka_settings, topics.SMS_INBOUND, (world.tenant_id, event))
+        [after] = await world.send(1, "after")  # same partition (keyed by tenant), read after the repeat
+        await eventually(lambda: len(receiver.received("/hook")) >= 2, timeout=10)
+    assert [r.body for r in receiver.received("/hook")] == [encode(event), encode(after)]
