@@ -64,7 +64,7 @@ async def running_services(infra_env: dict[str, str], logs: Path) -> AsyncIterat
         # 90 s in all: outlasts a minute of 500s, and each retry falls in its own delay bucket (retry
         # partitions 0, 1, 2); partition 0 also takes the deferred first attempts
         "GRAVITY_FANOUT_RETRY_SCHEDULE": "[5, 15, 70]",
-        "GRAVITY_LOG_LEVEL": "warning",
+        "GRAVITY_LOG_LEVEL": os.environ.get("CHAOS_LOG_LEVEL", "warning"),
     }
     services = {}
     for name, port in ports.items():
@@ -344,8 +344,18 @@ async def chaos_run(
                 ),
             ]
             ok_spread = Counter(Counter(r.headers["webhook-id"] for r in load_requests("/ok")).values())
+            firsts: dict[str, float] = {}
+            twice: Counter[int] = Counter()  # /ok messages received again, by when first received
+            for r in load_requests("/ok"):
+                first = firsts.setdefault(r.headers["webhook-id"], r.at)
+                if first != r.at:
+                    twice[int((first - start) // 2) * 2] += 1
             with capsys.disabled():
-                print(_report(chaos, load, rate, duration, len(receiver.received("/hang")), rows, ok_spread))
+                print(
+                    _report(
+                        chaos, load, rate, duration, len(receiver.received("/hang")), rows, ok_spread, twice
+                    )
+                )
 
     assert not load.given_up  # every notification was eventually answered 200 by some ingest copy
     assert all(c == 1 for c in counts.values())  # stored exactly once
@@ -421,6 +431,7 @@ def _report(
     hang_attempts: int,
     rows: list[_Row],
     ok_spread: Counter[int],
+    ok_again: Counter[int],
 ) -> str:
     """The printed table: the injections, the load, then per observer expected / found / lost / extra."""
     return "\n".join(
@@ -434,6 +445,8 @@ def _report(
             *(row.line() for row in rows),
             "  /ok (never failed), messages by times received: "
             + ", ".join(f"{times} times: {count}" for times, count in sorted(ok_spread.items())),
+            "  /ok requests beyond the first, by when the message was first received: "
+            + (", ".join(f"t={t}-{t + 2}s: {n}" for t, n in sorted(ok_again.items())) or "none"),
             "  extra: stored rows beyond one per message; webhook requests beyond one per message",
             "  (redeliveries after a failure; for /flaky also its refused attempts); frames received twice",
         ]
