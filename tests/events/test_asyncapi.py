@@ -33,6 +33,7 @@ from gravity_events.models import (
     AppEndpointDisabled,
     AppUpserted,
     DeliveryAttempt,
+    DeliveryGuardCleared,
     DeliveryRequested,
     DeliveryRetry,
     EncryptedSecret,
@@ -100,6 +101,7 @@ SAMPLES: dict[type[Event], Event] = {
     DeliveryRetry: DeliveryRetry(
         app_id=APP, tenant_id=TENANT, attempt=2, due_at=NOW, first_attempted_at=NOW, event=SMS
     ),
+    DeliveryGuardCleared: DeliveryGuardCleared(app_id=APP, tenant_id=TENANT, guard_id="grd_0123456789abcdef"),
 }
 """One event of every model, as its producer would write it."""
 

@@ -20,7 +20,7 @@ from tests.support import (
 
 from gravity_events import topics
 from gravity_events.codec import encode
-from gravity_events.models import DeliveryRetry
+from gravity_events.models import DeliveryGuardCleared, DeliveryRetry
 from gravity_events.settings import KafkaSettings
 
 FLOOD = 5_000
@@ -52,6 +52,8 @@ async def test_a_flood_to_a_slow_endpoint_is_deferred_not_buffered(
     assert sorted(bodies(receiver, "/fast")) == sorted(encode(e) for e in events)
     # the slow lane held at most 20 jobs; most of the rest went to the durable retry queue as first
     # attempts due at once (a failed attempt's retry would be attempt 2, due 600 s later), each message once
-    assert all(isinstance(q, DeliveryRetry) for q in queued)
-    assert all(q.attempt == 1 and q.due_at == q.first_attempted_at for q in queued)
-    assert len({q.event.message_id for q in queued}) == len(queued)
+    # (an attempt that outlasted the window on this loaded box left a guard and its voiding record)
+    assert all(isinstance(q, DeliveryRetry | DeliveryGuardCleared) for q in queued)
+    deferred = [q for q in queued if isinstance(q, DeliveryRetry) and q.guard_id is None]
+    assert all(q.attempt == 1 and q.due_at == q.first_attempted_at for q in deferred)
+    assert len({q.event.message_id for q in deferred}) == len(deferred) >= FLOOD // 4

@@ -27,6 +27,7 @@ from gravity_events.models import (
     AppEndpointDisabled,
     AppUpserted,
     DeliveryAttempt,
+    DeliveryGuardCleared,
     DeliveryRequested,
     DeliveryRetry,
     Event,
@@ -75,7 +76,7 @@ TOPIC_EVENTS: dict[str, tuple[type[Event], ...]] = {
     topics.APPS: (AppUpserted, AppDeleted),
     topics.DELIVERIES: (DeliveryAttempt, AppEndpointDisabled),
     topics.DELIVERY_REQUESTS: (DeliveryRequested,),
-    topics.FANOUT_RETRY: (DeliveryRetry,),
+    topics.FANOUT_RETRY: (DeliveryRetry, DeliveryGuardCleared),
 }
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {t: _union(*m) for t, m in TOPIC_EVENTS.items()}

@@ -23,6 +23,7 @@ __all__ = [
     "AppEndpointDisabled",
     "AppUpserted",
     "DeliveryAttempt",
+    "DeliveryGuardCleared",
     "DeliveryRequested",
     "DeliveryRetry",
     "EncryptedSecret",
@@ -221,3 +222,16 @@ class DeliveryRetry(Event):
     due_at: Timestamp
     first_attempted_at: Timestamp
     event: SmsInbound
+    guard_id: str | None = None
+    """Set on a guard: attempt ``attempt`` was still under way on the copy that wrote this when its
+    message's offset was committed. The guard is void once a :class:`DeliveryGuardCleared` with this id
+    follows (the attempt ended and was recorded); otherwise, when due, the attempt is made again."""
+
+
+class DeliveryGuardCleared(Event):
+    """The attempt a guard stood for ended and its outcome is recorded: the guard is void."""
+
+    type: Literal["delivery_guard_cleared"] = "delivery_guard_cleared"
+    app_id: str
+    tenant_id: str
+    guard_id: str

@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
                 disable_after=timedelta(seconds=settings.disable_after_seconds),
                 retry_partitions=len(await producer.partitions_for(topics.FANOUT_RETRY)),
                 group=settings.consumer_group,
+                guard_delay=settings.guard_delay_seconds,
                 metrics=metrics,
             )
             lanes = Lanes(deliverer, settings)

@@ -25,7 +25,14 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, ProducerClosed
 from gravity_events import logs, topics, tracing
 from gravity_events.codec import encode, encode_headers
 from gravity_events.ids import utcnow
-from gravity_events.models import AppEndpointDisabled, DeliveryAttempt, DeliveryRetry, Event, SmsInbound
+from gravity_events.models import (
+    AppEndpointDisabled,
+    DeliveryAttempt,
+    DeliveryGuardCleared,
+    DeliveryRetry,
+    Event,
+    SmsInbound,
+)
 from gravity_fanout.apps import App, AppTable
 from gravity_fanout.clients import ClientPool
 from gravity_fanout.schedule import RETRY_GROUP_HEADER, RetryPolicy, retry_partition
@@ -68,6 +75,26 @@ def outcome(result: DeliveryResult) -> str:
     return "connect_error"
 
 
+def _first_attempt(
+    app: App,
+    event: SmsInbound,
+    *,
+    due_at: datetime,
+    first_attempted_at: datetime,
+    guard_id: str | None = None,
+) -> DeliveryRetry:
+    """Attempt 1 of ``event`` to ``app`` on the retry queue: a hand-off, or a guard (``guard_id``)."""
+    return DeliveryRetry(
+        app_id=app.app_id,
+        tenant_id=app.tenant_id,
+        attempt=1,
+        due_at=due_at,
+        first_attempted_at=first_attempted_at,
+        event=event,
+        guard_id=guard_id,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
     """One record an attempt writes: topic, key, event, and where it must go."""
@@ -93,6 +120,8 @@ class Deliverer:
     """The deployment's consumer group, stamped on its retry records (:data:`RETRY_GROUP_HEADER`)."""
     now: Clock = utcnow
     metrics: FanoutMetrics = field(default_factory=FanoutMetrics)
+    guard_delay: float = 35.0
+    """Seconds from an attempt's start to its guard's due time (``Settings.guard_delay_seconds``)."""
     max_recording: int = 1000
     """Calls of :meth:`_record` writing at once (each an attempt's one to three records, or a deferral)."""
     _recording: asyncio.Semaphore = field(init=False, repr=False)
@@ -102,6 +131,14 @@ class Deliverer:
     def __post_init__(self) -> None:
         self._recording = asyncio.Semaphore(self.max_recording)
 
+    @property
+    def guard_partition(self) -> int:
+        """The retry partition of guards and the records voiding them: the bucket of their delay, so a
+        guard waits among retries of the same order and never in front of the hand-offs due now. Both on
+        one partition: the copy that reads a guard has read whether it was voided (see
+        :mod:`gravity_fanout.retries`)."""
+        return retry_partition(self.guard_delay, self.retry_partitions)
+
     async def attempt(
         self,
         app: App,
@@ -110,15 +147,19 @@ class Deliverer:
         attempt: int,
         first_attempted_at: datetime | None = None,
         headers: tracing.Headers = (),
+        posted: Callable[[], None] | None = None,
     ) -> DeliveryResult:
         """POST ``event`` to ``app``, record the attempt, schedule the next one if it failed.
 
         ``headers`` are those of the record the attempt comes from: their trace context is the parent of
-        the attempt's span and travels on the POST and on the retry record.
+        the attempt's span and travels on the POST and on the retry record. ``posted`` is called when the
+        POST has ended, before its outcome is recorded.
         """
         started = self.now()
         first = first_attempted_at or started
         result = await self._post(app, event, started, headers)
+        if posted is not None:
+            posted()
         next_at: datetime | None = None
         outgoing: list[_Outgoing] = []
         if not result.ok:
@@ -204,15 +245,30 @@ class Deliverer:
         """Hand a first attempt to the retry queue as attempt 1, due now (the app's lane is full, the
         attempt waited out the first-attempt window, or the tenant holds its share of the slots)."""
         now = self.now()
-        retry = DeliveryRetry(
-            app_id=app.app_id,
-            tenant_id=app.tenant_id,
-            attempt=1,
-            due_at=now,
-            first_attempted_at=now,
-            event=event,
-        )
+        retry = _first_attempt(app, event, due_at=now, first_attempted_at=now)
         await self._record([self._retry_record(retry, retry_partition(0.0, self.retry_partitions), headers)])
+
+    async def guard(
+        self,
+        app: App,
+        event: SmsInbound,
+        *,
+        guard_id: str,
+        started: datetime,
+        headers: tracing.Headers = (),
+    ) -> None:
+        """Record that attempt 1 to ``app``, started at ``started``, is under way here, so that its message
+        can be committed: if no :meth:`clear_guard` follows (this copy died first), the retry queue makes
+        the attempt again ``guard_delay`` seconds after it started, when it has surely ended."""
+        due_at = started + timedelta(seconds=self.guard_delay)
+        retry = _first_attempt(app, event, due_at=due_at, first_attempted_at=started, guard_id=guard_id)
+        await self._record([self._retry_record(retry, self.guard_partition, headers)])
+
+    async def clear_guard(self, app: App, guard_id: str) -> None:
+        """The guarded attempt ended and its outcome is recorded: void its guard (same partition)."""
+        cleared = DeliveryGuardCleared(app_id=app.app_id, tenant_id=app.tenant_id, guard_id=guard_id)
+        extra = ((RETRY_GROUP_HEADER, self.group.encode()),)
+        await self._record([_Outgoing(topics.FANOUT_RETRY, app.app_id, cleared, self.guard_partition, extra)])
 
     def _retry_record(self, retry: DeliveryRetry, partition: int, headers: tracing.Headers) -> _Outgoing:
         """The retry record: its deployment, and the trace context of the record it comes from."""

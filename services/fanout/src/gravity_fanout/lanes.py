@@ -3,9 +3,13 @@
 A slow, hanging, refusing or failing endpoint fills only its own lane. A first attempt that cannot start
 at once waits in the lane for at most the first-attempt window
 (``GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS``); if no worker took it by then, or the lane is full, it
-is handed to the durable retry queue as attempt 1, due now, and counts as finished. So an app holds the
-commit point of a message for at most the window plus one attempt's timeout, however long its queue (ADR
-0011), and neither other apps nor the reading of later messages are held up.
+is handed to the durable retry queue as attempt 1, due now, and counts as finished. An attempt a worker
+started and that is still under way when the window ends goes on, and a guard on the retry queue stands for
+it: the retry queue makes the attempt again unless the attempt voids the guard when it ends (ADR 0015). So
+an app holds the commit point of a message for at most the window, however slow it is and however long
+its queue (ADR 0011), and neither other apps nor the reading of later messages are held up. (An attempt
+whose POST has ended and whose outcome is still being recorded is waited for: only a slow or absent
+broker makes that take long, and then no offset can be committed anyway.)
 
 A job is either waiting (in the lane's queue), started (taken out by a worker) or handed off (taken out
 by its submitter when the window ran out): each move out of the queue is one synchronous step, so a job
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from gravity_events.models import SmsInbound
 from gravity_events.tracing import Headers
@@ -35,6 +41,14 @@ class _Job:
     event: SmsInbound
     headers: Headers
     done: asyncio.Future[None]
+    started: datetime | None = None
+    posted: bool = False
+    """The POST has ended; only the recording of its outcome may still be under way."""
+    guard_id: str | None = None
+    """Set once a guard for this attempt is being recorded: the attempt must void it when it ends."""
+
+    def mark_posted(self) -> None:
+        self.posted = True
 
     def settle(self, error: BaseException | None = None) -> None:
         """Tell the submitter how the first attempt ended (unless it stopped waiting: cancelled)."""
@@ -60,11 +74,12 @@ class Lane:
         self._closed = False
 
     async def submit(self, app: App, event: SmsInbound, headers: Headers = ()) -> None:
-        """Return when the first attempt finished, or once it was handed to the retry queue.
+        """Return when the first attempt finished, or once the retry queue holds it, within the window.
 
-        Handed off at once when the lane is full, after the window when no worker took it by then. If the
-        hand-off cannot be recorded this raises and the delivery stays unfinished (the caller submits it
-        again; its message is not committed).
+        Handed off at once when the lane is full, after the window when no worker took it by then. An
+        attempt still under way when the window ends goes on, and a guard on the retry queue stands for
+        it (see :meth:`Deliverer.guard`). If the hand-off or the guard cannot be recorded this raises and
+        the delivery stays unfinished (the caller submits it again; its message is not committed).
         """
         if len(self._waiting) >= self._size:
             await self._deliverer.defer(app, event, headers)
@@ -72,23 +87,32 @@ class Lane:
         job = _Job(app, event, headers, asyncio.get_running_loop().create_future())
         self._waiting[job] = None
         self._start_waiting()
-        if job in self._waiting:
-            try:
-                await asyncio.wait({job.done}, timeout=self._window)
-            except asyncio.CancelledError:
-                self._waiting.pop(job, None)
-                raise
-            if job in self._waiting:  # no worker took it within the window: hand it off instead
-                del self._waiting[job]
-                await self._deliverer.defer(app, event, headers)
-                return
-        await job.done
+        try:
+            await asyncio.wait({job.done}, timeout=self._window)
+        except asyncio.CancelledError:
+            self._waiting.pop(job, None)
+            raise
+        if job in self._waiting:  # no worker took it within the window: hand it off instead
+            del self._waiting[job]
+            await self._deliverer.defer(app, event, headers)
+        elif job.done.done() or job.posted or job.started is None:
+            await job.done  # only its recording is left: the broker is slow or away, commits wait anyway
+        else:  # the POST is still under way: a guard stands for it, and the attempt voids it when it ends
+            job.guard_id = "grd_" + secrets.token_hex(8)
+            await self._deliverer.guard(
+                app,
+                event,
+                guard_id=job.guard_id,
+                started=job.started,
+                headers=headers,
+            )
 
     def _start_waiting(self) -> None:
         """Give waiting jobs, oldest first, to free workers."""
         while self._waiting and len(self._running) < self._workers and not self._closed:
             job = next(iter(self._waiting))
             del self._waiting[job]
+            job.started = self._deliverer.now()
             task = asyncio.get_running_loop().create_task(self._attempt(job))
             self._running[task] = job
             task.add_done_callback(self._finished)
@@ -99,15 +123,19 @@ class Lane:
 
     async def _attempt(self, job: _Job) -> None:
         try:
-            await self._deliverer.attempt(job.app, job.event, attempt=1, headers=job.headers)
-        except asyncio.CancelledError:  # closed mid-attempt: the message is not committed
+            await self._deliverer.attempt(
+                job.app, job.event, attempt=1, headers=job.headers, posted=job.mark_posted
+            )
+        except asyncio.CancelledError:  # closed mid-attempt: not committed, or its guard stands
             job.settle(RuntimeError("lane closed"))
             raise
-        except Exception as exc:  # the attempt could not be recorded: the message must be re-read
+        except Exception as exc:  # not recorded: the message must be re-read, or its guard stands
             log.exception("delivery to app %s could not be recorded", job.app.app_id)
             job.settle(exc)
         else:
             job.settle()
+            if job.guard_id is not None:
+                await self._deliverer.clear_guard(job.app, job.guard_id)
 
     def close(self) -> None:
         """Stop the attempts under way; they and the waiting jobs fail (their messages are not committed

@@ -14,16 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from functools import partial
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from gravity_events import topics
 from gravity_events.codec import CodecError
 from gravity_events.kafka import dead_letter, decode_record, record_headers
-from gravity_events.models import DeliveryRetry
+from gravity_events.lag import partition_lag
+from gravity_events.models import DeliveryGuardCleared, DeliveryRetry
 from gravity_events.tracing import Headers
 from gravity_fanout.apps import AppTable
 from gravity_fanout.handlers import Deliverer
@@ -31,12 +34,16 @@ from gravity_fanout.schedule import RETRY_GROUP_HEADER
 from gravity_fanout.settings import Settings
 from gravity_fanout.windows import WindowedConsumer
 
-__all__ = ["Gates", "RetryConsumer"]
+__all__ = ["Gates", "Guards", "RetryConsumer"]
 
 log = logging.getLogger(__name__)
 
 MAX_PAUSE = 60.0
 """Seconds a partition stays paused at most before its head is read again."""
+GUARD_POLL = 0.1
+"""Seconds between looks, for a due guard, at whether its partition has been read far enough."""
+CLEARED_TTL = 3600.0
+"""Seconds a voided guard id is remembered when its guard is never read."""
 
 
 class Gates:
@@ -58,6 +65,45 @@ class Gates:
             users[0] -= 1
             if not users[0]:
                 del self._gates[key]
+
+
+class Guards:
+    """What a retry consumer knows of guards: the ids voided in each partition, and how far in time each
+    partition has been read.
+
+    A guard and the record voiding it share a partition, and the voiding record is written before the
+    guard falls due (``GRAVITY_FANOUT_GUARD_GRACE_SECONDS`` after the attempt's timeout). So once a
+    partition has been read up to a record written after a guard's due time, or to its end after that
+    time, a voiding record not seen by then was never written. Voided ids are forgotten when their guard
+    is read, or after ``CLEARED_TTL`` seconds (a guard that was never recorded).
+    """
+
+    def __init__(self) -> None:
+        self._cleared: dict[TopicPartition, OrderedDict[str, float]] = {}
+        self._read_to: dict[TopicPartition, int] = {}
+        """Per partition, the timestamp (ms) of the latest record looked at: everything before it was read."""
+
+    def seen(self, tp: TopicPartition, timestamp: int) -> None:
+        self._read_to[tp] = max(self._read_to.get(tp, 0), timestamp)
+
+    def clear(self, tp: TopicPartition, guard_id: str) -> None:
+        cleared = self._cleared.setdefault(tp, OrderedDict())
+        now = time.monotonic()
+        cleared[guard_id] = now
+        while cleared and next(iter(cleared.values())) < now - CLEARED_TTL:
+            cleared.popitem(last=False)
+
+    def cleared(self, tp: TopicPartition, guard_id: str) -> bool:
+        """True (and forgotten) if ``guard_id`` was voided."""
+        cleared = self._cleared.get(tp)
+        return cleared is not None and cleared.pop(guard_id, None) is not None
+
+    def read_past(self, tp: TopicPartition, horizon_ms: float, consumer: AIOKafkaConsumer) -> bool:
+        """Read up to a record written after ``horizon_ms``, or to the end in a fetch made after it."""
+        if self._read_to.get(tp, 0) > horizon_ms:
+            return True
+        caught_up = partition_lag(consumer).get(tp) == 0
+        return caught_up and (consumer.last_poll_timestamp(tp) or 0) > horizon_ms
 
 
 class RetryConsumer(WindowedConsumer):
@@ -85,6 +131,8 @@ class RetryConsumer(WindowedConsumer):
         self._metrics = deliverer.metrics
         self._group = settings.consumer_group.encode()
         self._paused_until: dict[TopicPartition, float] = {}
+        self._guards = Guards()
+        self._guard_grace_ms = settings.guard_grace_seconds * 1000
 
     async def close(self) -> None:
         """Abandon the attempts in hand (not committed: read again after a restart), leave the group."""
@@ -126,6 +174,11 @@ class RetryConsumer(WindowedConsumer):
                     self._windows.finish(tp, record.offset)
                 continue
             event = envelope.event
+            self._guards.seen(tp, record.timestamp)
+            if isinstance(event, DeliveryGuardCleared):
+                self._guards.clear(tp, event.guard_id)
+                self._skip(tp, record.offset)
+                continue
             app = self._apps.get(event.app_id) if isinstance(event, DeliveryRetry) else None
             if not isinstance(event, DeliveryRetry) or app is None or not app.deliverable:
                 self._skip(tp, record.offset)  # nothing to do: the app is gone, disabled or has no URL
@@ -136,9 +189,38 @@ class RetryConsumer(WindowedConsumer):
                 wait = (event.due_at - now).total_seconds()
                 self._paused_until[tp] = asyncio.get_running_loop().time() + min(wait, MAX_PAUSE)
                 break
-            if not await self._spawn(tp, record.offset, partial(self._retry, event, envelope.headers)):
+            work = partial(self._retry, event, envelope.headers)
+            if event.guard_id is not None:
+                if self._guards.cleared(tp, event.guard_id):
+                    self._skip(tp, record.offset)  # its attempt ended and was recorded
+                    continue
+                work = partial(self._guarded, tp, event, envelope.headers, record.timestamp)
+            if not await self._spawn(tp, record.offset, work):
                 self._consumer.seek(tp, record.offset)  # stopping with the window full
                 break
+
+    async def _guarded(
+        self, tp: TopicPartition, event: DeliveryRetry, headers: Headers, written_ms: int
+    ) -> bool:
+        """A due guard: void if a record voiding it is read before the partition is read past its horizon
+        (its due time, or the guard grace after the guard was written if that is later: a guard written
+        late, after a broker outage, is voided late too); otherwise its copy died with the attempt under
+        way, and the attempt is made again. False, unfinished, when the partition moved or stopping came
+        first (the next owner reads the guard again)."""
+        guard_id = event.guard_id or ""
+        horizon = max(event.due_at.timestamp() * 1000, written_ms + self._guard_grace_ms)
+        while not self._guards.read_past(tp, horizon, self._consumer):
+            if self._stopped.is_set() or not self._windows.owns(tp):
+                return False
+            await asyncio.sleep(GUARD_POLL)
+        if self._guards.cleared(tp, guard_id):
+            return True
+        log.info(
+            "attempt 1 of %s to app %s was under way on a copy that stopped; making it again",
+            event.event.message_id,
+            event.app_id,
+        )
+        return await self._retry(event, headers)
 
     def _skip(self, tp: TopicPartition, offset: int) -> None:
         if self._windows.take(tp, offset):

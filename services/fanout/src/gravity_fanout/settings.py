@@ -32,6 +32,11 @@ class Settings(ServiceSettings, KafkaSettings):
         1.0, gt=0, validation_alias="GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS"
     )
     """How long a first attempt may wait in its app's lane before it is handed to the retry queue."""
+    guard_grace_seconds: float = Field(30.0, gt=0, validation_alias="GRAVITY_FANOUT_GUARD_GRACE_SECONDS")
+    """How long after an attempt's timeout its guard falls due (see :meth:`Deliverer.guard
+    <gravity_fanout.handlers.Deliverer.guard>`): the attempt's copy must have voided the guard by then, so
+    this covers a slow, overloaded broker. Longer costs only the time until a dead copy's attempt is made
+    again."""
     max_in_flight: int = Field(5000, ge=1, validation_alias="GRAVITY_FANOUT_MAX_IN_FLIGHT")
     retry_concurrency: int = Field(100, ge=1, validation_alias="GRAVITY_FANOUT_RETRY_CONCURRENCY")
     tenant_share: float = Field(1.0, gt=0, le=1, validation_alias="GRAVITY_FANOUT_TENANT_SHARE")
@@ -44,6 +49,11 @@ class Settings(ServiceSettings, KafkaSettings):
         5 * 86_400, gt=0, validation_alias="GRAVITY_FANOUT_DISABLE_AFTER_SECONDS"
     )
     max_connections_per_app: int = Field(16, ge=1, validation_alias="GRAVITY_FANOUT_MAX_CONNECTIONS_PER_APP")
+
+    @property
+    def guard_delay_seconds(self) -> float:
+        """Seconds from an attempt's start to its guard's due time."""
+        return self.timeout_seconds + self.guard_grace_seconds
 
     def tenant_cap(self, slots: int) -> int:
         """How many of ``slots`` one tenant may hold (at least one)."""

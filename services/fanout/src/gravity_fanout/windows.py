@@ -88,6 +88,10 @@ class Windows:
         window = self._windows.get(tp)
         return tp in self._owned and window is not None and window.add(offset)
 
+    def owns(self, tp: TopicPartition) -> bool:
+        """Whether the partition is assigned to this copy now."""
+        return tp in self._owned
+
     def finish(self, tp: TopicPartition, offset: int) -> None:
         """The work of a taken record is done."""
         window = self._windows.get(tp)
