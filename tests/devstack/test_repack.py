@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from gravity_devstack.kafka import TansuBroker
-from gravity_devstack.repack import BATCH_RECORDS, current_cluster, measure, repack
+from gravity_devstack.repack import BATCH_RECORDS, RepackError, current_cluster, measure, repack
 from gravity_devstack.s3 import Bucket
 from gravity_devstack.seaweed import SeaweedS3
 from gravity_events import topics
@@ -82,6 +82,17 @@ async def _fill(bootstrap: str) -> None:
         await consumer.stop()
 
 
+async def _filled(data_dir: Path, s3: SeaweedS3) -> str:
+    """Fill a fresh durable broker (see :func:`_fill`), stop it; its cluster id."""
+    broker = _broker(data_dir, s3)
+    try:
+        await broker.wait_ready()
+        await _fill(broker.bootstrap_servers)
+    finally:
+        broker.stop()
+    return current_cluster(data_dir)
+
+
 async def _read_all(
     consumer: AIOKafkaConsumer, tp: TopicPartition, count: int
 ) -> list[tuple[int, bytes, bytes]]:
@@ -95,13 +106,7 @@ async def _read_all(
 
 
 async def test_repack_keeps_offsets_groups_and_latest_keys(tmp_path: Path, seaweed: SeaweedS3) -> None:
-    broker = _broker(tmp_path, seaweed)
-    try:
-        await broker.wait_ready()
-        await _fill(broker.bootstrap_servers)
-    finally:
-        broker.stop()
-    old = current_cluster(tmp_path)
+    old = await _filled(tmp_path, seaweed)
     assert _batches(seaweed, old, DATA) == RECORDS
 
     report = await asyncio.to_thread(repack, tmp_path, seaweed.endpoint, threshold=1_000, say=lambda _: None)
@@ -152,6 +157,21 @@ async def test_repack_keeps_offsets_groups_and_latest_keys(tmp_path: Path, seawe
         assert meta.offset == RECORDS, "new records follow the copied offsets"
     finally:
         broker.stop()
+
+
+async def test_a_partition_missing_a_batch_is_not_repacked(tmp_path: Path, seaweed: SeaweedS3) -> None:
+    old = await _filled(tmp_path, seaweed)
+    prefix = f"clusters/{old}/topics/{DATA.topic}/partitions/{DATA.partition:010d}/records/"
+    bucket = Bucket(seaweed.endpoint)
+    try:
+        keys = list(bucket.keys(prefix))
+        bucket.delete([keys[500]])
+        with pytest.raises(RepackError, match=r"offset 501 where 500 was due"):
+            await asyncio.to_thread(repack, tmp_path, seaweed.endpoint, threshold=1_000, say=lambda _: None)
+        assert current_cluster(tmp_path) == old, "the old cluster stays in use"
+        assert len(list(bucket.keys(prefix))) == RECORDS - 1, "and untouched"
+    finally:
+        bucket.close()
 
 
 def test_repack_refuses_a_data_folder_in_use(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ compaction and no DeleteRecords to shrink a partition in place.
 A repack copies the cluster into a fresh cluster id on the same S3 store, with the stack stopped:
 - every partition of an ordinary topic, record by record in batches of ``BATCH_RECORDS``, at the same
   offsets (Tansu assigns offsets contiguously from 0 and never removes any), with keys, values, headers and
-  timestamps kept;
+  timestamps kept. The old records are read from their objects (each a Kafka record batch named by its
+  base offset), not through a broker: a listing and one GET an object, several at once, where a fetch
+  through the broker lists the whole partition again and once sat idle for minutes on an ordinary one;
 - compacted change streams (``cleanup.policy=compact``) reduced to the latest record per key, in the order
   of those records; their readers replay them from the beginning and commit no offsets;
 - the consumer groups' state and committed offsets, object by object (offsets on compacted topics are left
@@ -27,14 +29,15 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.structs import ConsumerRecord
+from aiokafka.record.memory_records import MemoryRecords
 
 from gravity_devstack.kafka import TansuBroker
 from gravity_devstack.s3 import Bucket
@@ -61,15 +64,23 @@ BATCH_RECORDS = 1000
 DEFAULT_THRESHOLD = 2000
 """Batches in one partition that trigger a repack at start: listing 2,000 objects costs about 60 ms on
 SeaweedFS, already a visible part of a webhook's latency; 20,000 cost 15 s per fetch."""
-READ_WAIT_MS = 20_000
-"""The copy's fetch wait: long enough for the broker to list a partition of several hundred thousand
-batches, so a fetch of the old data always answers."""
-STALL_SECONDS = 120.0
+READERS = 8
+"""Objects read at once."""
 
 
 class RepackError(RuntimeError):
-    """The copy is not faithful (offsets not contiguous, a partition short, a read that stalled): the old
-    cluster stays in use."""
+    """The copy is not faithful (offsets not contiguous, a partition short): the old cluster stays in use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored record, as a repack copies it."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -175,16 +186,11 @@ def repack(
             say(f"repacking the broker: {size.topic}[{size.partition}] holds {size.batches}+ batches")
         started = time.monotonic()
         topics = _topics(bucket, old)
-        logs = data_dir / "repack"
-        source = TansuBroker(log=logs / "source.log", s3_endpoint=s3_endpoint, cluster_id=old)
+        target = TansuBroker(log=data_dir / "repack" / "target.log", s3_endpoint=s3_endpoint, cluster_id=new)
         try:
-            target = TansuBroker(log=logs / "target.log", s3_endpoint=s3_endpoint, cluster_id=new)
-            try:
-                asyncio.run(_copy(source, target, topics, bucket, old, report))
-            finally:
-                target.stop()
+            asyncio.run(_copy(target, topics, bucket, old, report))
         finally:
-            source.stop()
+            target.stop()
         for name, topic in topics.items():
             if _compacted(topic):
                 continue
@@ -209,14 +215,12 @@ def repack(
 
 
 async def _copy(
-    source: TansuBroker,
     target: TansuBroker,
     topics: dict[str, dict[str, Any]],
     bucket: Bucket,
     old: str,
     report: RepackReport,
 ) -> None:
-    await source.wait_ready()
     await target.wait_ready()
     admin = AIOKafkaAdminClient(bootstrap_servers=target.bootstrap_servers, client_id="gravity-repack")
     await admin.start()
@@ -234,14 +238,6 @@ async def _copy(
         )
     finally:
         await admin.close()
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=source.bootstrap_servers,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=READ_WAIT_MS,
-        request_timeout_ms=READ_WAIT_MS + 20_000,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
     writer = AIOKafkaProducer(
         bootstrap_servers=target.bootstrap_servers,
         acks="all",
@@ -250,31 +246,32 @@ async def _copy(
         max_request_size=32 * 1024 * 1024,
         request_timeout_ms=60_000,
     )
-    await reader.start()
     await writer.start()
     try:
         await _wait_for_topics(writer, topics)
-        for name, topic in sorted(topics.items()):
-            for p in range(int(topic["num_partitions"])):
-                tp = TopicPartition(name, p)
-                high = _high(bucket, old, name, p)
-                if high == 0:
-                    continue
-                records = await _read(reader, tp, high, contiguous=not _compacted(topic))
-                if _compacted(topic):
-                    latest: dict[bytes | None, ConsumerRecord[bytes, bytes]] = {}
-                    for r in records:
-                        latest.pop(r.key, None)  # re-inserted last: the order of the latest records
-                        latest[r.key] = r
-                    records = list(latest.values())
-                    report.keys_kept += len(records)
-                else:
-                    report.records_copied += len(records)
-                await _write(writer, tp, records)
-                report.partitions[f"{name}[{p}]"] = len(records)
+        with ThreadPoolExecutor(READERS, thread_name_prefix="repack-read") as pool:
+            for name, topic in sorted(topics.items()):
+                for p in range(int(topic["num_partitions"])):
+                    tp = TopicPartition(name, p)
+                    high = _high(bucket, old, name, p)
+                    if high == 0:
+                        continue
+                    records = await asyncio.to_thread(
+                        _read, bucket, pool, old, tp, high, contiguous=not _compacted(topic)
+                    )
+                    if _compacted(topic):
+                        latest: dict[bytes | None, Record] = {}
+                        for r in records:
+                            latest.pop(r.key, None)  # re-inserted last: the order of the latest records
+                            latest[r.key] = r
+                        records = list(latest.values())
+                        report.keys_kept += len(records)
+                    else:
+                        report.records_copied += len(records)
+                    await _write(writer, tp, records)
+                    report.partitions[f"{name}[{p}]"] = len(records)
     finally:
         await writer.stop()
-        await reader.stop()
 
 
 async def _wait_for_topics(producer: AIOKafkaProducer, topics: dict[str, dict[str, Any]]) -> None:
@@ -286,50 +283,43 @@ async def _wait_for_topics(producer: AIOKafkaProducer, topics: dict[str, dict[st
             await asyncio.sleep(0.1)
 
 
-async def _read(
-    reader: AIOKafkaConsumer, tp: TopicPartition, high: int, *, contiguous: bool
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``tp`` below ``high``, in order; with ``contiguous``, offsets must run 0, 1, 2, …"""
-    reader.assign([tp])
-    reader.seek(tp, 0)
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    next_offset = 0
-    last_progress = time.monotonic()
-    while next_offset < high:
-        got = (await reader.getmany(tp, timeout_ms=READ_WAIT_MS + 5_000)).get(tp, [])
-        for r in got:
-            if contiguous and r.offset != next_offset:
-                raise RepackError(
-                    f"{tp.topic}[{tp.partition}]: offset {r.offset} where {next_offset} was due"
-                )
-            records.append(r)
-            next_offset = r.offset + 1
-        if got:
-            last_progress = time.monotonic()
-        elif time.monotonic() - last_progress > STALL_SECONDS:
-            raise RepackError(
-                f"{tp.topic}[{tp.partition}]: no records for {STALL_SECONDS:.0f} s at {next_offset}"
-            )
+def _read(
+    bucket: Bucket, pool: ThreadPoolExecutor, cluster: str, tp: TopicPartition, high: int, *, contiguous: bool
+) -> list[Record]:
+    """Every record of ``tp`` below ``high``, in order, from the partition's objects (each names its base
+    offset); with ``contiguous``, offsets must run 0, 1, 2, … up to ``high``."""
+    prefix = _partition_prefix(cluster, tp.topic, tp.partition) + "records/"
+    keys = sorted(bucket.keys(prefix), key=lambda k: int(k[len(prefix) :].split(".", 1)[0]))
+    records: list[Record] = []
+    for key, data in zip(keys, pool.map(bucket.get_bytes, keys), strict=True):
+        base = int(key[len(prefix) :].split(".", 1)[0])
+        stored = MemoryRecords(data)
+        while (batch := stored.next_batch()) is not None:
+            for r in batch:
+                offset = base + r.offset - batch.base_offset
+                if offset < high:
+                    records.append(Record(offset, r.timestamp, r.key, r.value, tuple(r.headers)))
+    if contiguous:
+        for expected, r in enumerate(records):
+            if r.offset != expected:
+                raise RepackError(f"{_name(tp)}: offset {r.offset} where {expected} was due")
+        if len(records) != high:
+            raise RepackError(f"{_name(tp)}: {len(records)} records stored below the high watermark {high}")
     return records
 
 
-async def _write(
-    writer: AIOKafkaProducer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
-) -> None:
+async def _write(writer: AIOKafkaProducer, tp: TopicPartition, records: list[Record]) -> None:
     """``records`` into ``tp`` in order, ``BATCH_RECORDS`` to a batch, each batch acknowledged before the
     next is sent (so the offsets follow the order)."""
     for start in range(0, len(records), BATCH_RECORDS):
         batch = writer.create_batch()
-        pending = records[start : start + BATCH_RECORDS]
-        while pending:
-            r = pending[0]
-            if batch.append(timestamp=r.timestamp, key=r.key, value=r.value, headers=list(r.headers)) is None:
+        for r in records[start : start + BATCH_RECORDS]:
+            headers = list(r.headers)
+            while batch.append(timestamp=r.timestamp, key=r.key, value=r.value, headers=headers) is None:
                 if batch.record_count() == 0:
                     raise RepackError(f"{_name(tp)}: a record at {r.offset} fits no batch")
                 await (await writer.send_batch(batch, tp.topic, partition=tp.partition))
                 batch = writer.create_batch()
-                continue
-            pending.pop(0)
         if batch.record_count():
             await (await writer.send_batch(batch, tp.topic, partition=tp.partition))
 

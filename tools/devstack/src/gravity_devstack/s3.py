@@ -63,6 +63,12 @@ class Bucket:
         response.raise_for_status()
         return json.loads(response.content)
 
+    def get_bytes(self, key: str) -> bytes:
+        """The object at ``key`` (raises when there is none)."""
+        response = self._http.get(f"{self._base}/{key}")
+        response.raise_for_status()
+        return response.content
+
     def copy(self, source: str, target: str) -> None:
         """Copy one object (read and write: SeaweedFS's server-side copy is not needed for a few)."""
         response = self._http.get(f"{self._base}/{source}")
