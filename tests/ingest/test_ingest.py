@@ -499,3 +499,22 @@ async def test_broker_down_is_503_and_recovers(tmp_path: Path) -> None:
 
 async def _is(status: Awaitable[int], expected: int) -> bool:
     return await status == expected
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+async def test_the_linger_setting_reaches_the_producer(kafka_settings: KafkaSettings) -> None:
+    """``GRAVITY_INGEST_LINGER_MS`` is how long a raw record may wait for others: a lone notification's
+    answer, which waits for the broker's acknowledgement, comes no sooner."""
+    app = create_app(_settings(kafka_settings, GRAVITY_INGEST_LINGER_MS=500))
+    async with LifespanManager(app) as manager, _client(manager.app) as c:
+        await wait_ready(client=c, timeout=10)
+        tenant, sub, token = _new_subscription()
+        await publish_events(
+            kafka_settings, topics.SUBSCRIPTIONS, (sub, subscription_active(tenant, sub, token))
+        )
+        await _eventually(lambda: _accepts(c, sub, token))
+        started = time.monotonic()
+        assert (await _post(c, notification(sub), token)).status_code == 200
+        assert time.monotonic() - started >= 0.45, "the record waited its linger before it was sent"

@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> IngestApp:
         producer = make_producer(
             settings,
             client_id="gravity-ingest",
-            linger_ms=1,
+            linger_ms=settings.linger_ms,
             partitioner=BatchPartitioner() if settings.raw_partitioning == "batch" else None,
         )
         await producer.start()

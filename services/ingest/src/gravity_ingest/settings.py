@@ -19,7 +19,7 @@ class Settings(ServiceSettings, KafkaSettings):
     port: int = Field(8001, ge=0, le=65_535, validation_alias="GRAVITY_INGEST_PORT")
     max_body_bytes: int = Field(1024 * 1024, gt=0, validation_alias="GRAVITY_INGEST_MAX_BODY_BYTES")
     publish_timeout_seconds: float = Field(3.0, gt=0, validation_alias="GRAVITY_INGEST_PUBLISH_TIMEOUT")
-    linger_ms: int = Field(0, ge=0, validation_alias="GRAVITY_INGEST_LINGER_MS")
+    linger_ms: int = Field(1, ge=0, validation_alias="GRAVITY_INGEST_LINGER_MS")
     raw_partitioning: Literal["key", "batch"] = Field(
         "key", validation_alias="GRAVITY_INGEST_RAW_PARTITIONING"
     )
