@@ -109,7 +109,7 @@ async def run(infra: object) -> str:
                 await stack.wait_up(timeout=1800)  # the repack at start is part of it
                 up_s = time.monotonic() - started
                 url = f"{stack.url('ingest')}/v1/webhooks/ringcentral"
-                first_ms = await _first(url, sub_id, headers, receiver)
+                first_ms = await _warm(url, sub_id, headers, receiver, rc="f" + secrets.token_hex(6))
                 probes = await _probe(url, sub_id, headers, receiver)
             finally:
                 stack.stop()
@@ -138,27 +138,6 @@ async def run(infra: object) -> str:
             "",
         ]
     )
-
-
-async def _first(url: str, sub_id: str, headers: dict[str, str], receiver: Receiver) -> float:
-    """ms from the first POST of a new notification, repeated until ingest answers 200, to its webhook."""
-    rc = "f" + secrets.token_hex(6)
-    started = time.time()
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as session:
-        while True:
-            async with session.post(url, data=notification(sub_id, rc), headers=headers) as resp:
-                await resp.read()
-                if resp.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("ingest did not take a notification within 60 s of the banner")
-            await asyncio.sleep(0.05)
-    while rc not in receiver.arrivals:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the first notification after the restart never reached the webhook")
-        await asyncio.sleep(0.005)
-    return (receiver.arrivals[rc] - started) * 1000
 
 
 if __name__ == "__main__":

@@ -123,20 +123,23 @@ async def _setup(stack: Stack, admin: str, hook_url: str) -> tuple[dict[str, Any
     return tenant, sub_id, headers
 
 
-async def _warm(url: str, sub_id: str, headers: dict[str, str], receiver: Receiver) -> None:
-    """Until ingest knows the subscription and fanout the app: one message through end to end."""
+async def _warm(
+    url: str, sub_id: str, headers: dict[str, str], receiver: Receiver, rc: str = "warm"
+) -> float:
+    """One message ``rc`` through end to end, POSTed until ingest takes it (it knows the subscription) and
+    then awaited at the webhook (fanout knows the app); ms from its first POST to its arrival."""
+    started = time.time()
     deadline = time.monotonic() + 60
     async with httpx.AsyncClient() as probe:
-        while (
-            await probe.post(url, content=notification(sub_id, "warm"), headers=headers)
-        ).status_code != 200:
+        while (await probe.post(url, content=notification(sub_id, rc), headers=headers)).status_code != 200:
             if time.monotonic() > deadline:
                 raise TimeoutError("ingest never accepted the subscription")
-            await asyncio.sleep(0.1)
-    while "warm" not in receiver.arrivals:
+            await asyncio.sleep(0.05)
+    while rc not in receiver.arrivals:
         if time.monotonic() > deadline:
-            raise TimeoutError("the warm-up message never reached the webhook")
-        await asyncio.sleep(0.1)
+            raise TimeoutError(f"message {rc} never reached the webhook")
+        await asyncio.sleep(0.005)
+    return (receiver.arrivals[rc] - started) * 1000
 
 
 async def _paced(

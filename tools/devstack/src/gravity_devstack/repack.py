@@ -289,10 +289,10 @@ def _read(
     """Every record of ``tp`` below ``high``, in order, from the partition's objects (each names its base
     offset); with ``contiguous``, offsets must run 0, 1, 2, … up to ``high``."""
     prefix = _partition_prefix(cluster, tp.topic, tp.partition) + "records/"
-    keys = sorted(bucket.keys(prefix), key=lambda k: int(k[len(prefix) :].split(".", 1)[0]))
+    objects = sorted((int(key[len(prefix) :].split(".", 1)[0]), key) for key in bucket.keys(prefix))
+    keys = [key for _, key in objects]
     records: list[Record] = []
-    for key, data in zip(keys, pool.map(bucket.get_bytes, keys), strict=True):
-        base = int(key[len(prefix) :].split(".", 1)[0])
+    for (base, _), data in zip(objects, pool.map(bucket.get_bytes, keys), strict=True):
         stored = MemoryRecords(data)
         while (batch := stored.next_batch()) is not None:
             for r in batch:

@@ -71,9 +71,7 @@ class Bucket:
 
     def copy(self, source: str, target: str) -> None:
         """Copy one object (read and write: SeaweedFS's server-side copy is not needed for a few)."""
-        response = self._http.get(f"{self._base}/{source}")
-        response.raise_for_status()
-        self._http.put(f"{self._base}/{target}", content=response.content).raise_for_status()
+        self._http.put(f"{self._base}/{target}", content=self.get_bytes(source)).raise_for_status()
 
     def delete(self, keys: list[str]) -> None:
         """Delete ``keys``, 1,000 per request (S3 DeleteObjects)."""
