@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from aiokafka import TopicPartition
 from tests.fanout.conftest import (
     World,
     app_event,
@@ -12,6 +13,7 @@ from tests.fanout.conftest import (
     fanout_settings,
     running_fanout,
 )
+from tests.fanout.test_crash_bound import group_reader, positions
 from tests.support import (
     eventually,
     publish_events,
@@ -98,3 +100,30 @@ async def test_a_message_published_twice_is_delivered_once(
         [after] = await world.send(1, "after")  # same partition (keyed by tenant), read after the repeat
         await eventually(lambda: len(receiver.received("/hook")) >= 2, timeout=10)
     assert [r.body for r in receiver.received("/hook")] == [encode(event), encode(after)]
+
+
+async def test_the_linger_setting_reaches_the_attempt_log_producer(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    """``GRAVITY_FANOUT_LINGER_MS`` is how long an attempt's record may wait for others before it is sent:
+    the message is committed only once the broker took that record, so no sooner than the linger after
+    its POST arrived."""
+    settings = fanout_settings(kafka_settings, GRAVITY_FANOUT_LINGER_MS=500)
+    async with (
+        running_receiver() as receiver,
+        group_reader(kafka_settings, settings.consumer_group) as group,
+        running_fanout(settings),
+    ):
+        await world.app(receiver.url("/ok"))
+        await world.send()
+        tp, offset, _ = await positions(kafka_settings, world, 1)
+        assert isinstance(tp, TopicPartition) and isinstance(offset, int)
+
+        async def committed() -> bool:
+            return (await group.committed(tp) or 0) > offset
+
+        await eventually(committed, timeout=15, interval=0.02)
+        [arrived] = receiver.received("/ok")
+        assert time.monotonic() - arrived.at >= 0.45, (
+            "the attempt's record waited its linger before it was sent"
+        )

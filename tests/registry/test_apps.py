@@ -15,8 +15,10 @@ from asgi_lifespan import LifespanManager
 from tests.registry.conftest import Registry, registry_settings
 from tests.support import (
     SMS_INBOUND_FIELDS,
+    TopicTail,
     WebhookReceiver,
     assert_error,
+    eventually,
     free_port,
     keyed_events,
     running_receiver,
@@ -268,3 +270,27 @@ async def test_changes_reach_the_apps_stream(registry: Registry, kafka_settings:
 
 
 __all__ = ["WebhookReceiver"]
+
+
+async def test_the_linger_setting_reaches_the_outbox_producer(
+    kafka_settings: KafkaSettings, make_database: Callable[[], Awaitable[str]]
+) -> None:
+    """``GRAVITY_REGISTRY_LINGER_MS`` is how long a change record may wait for others before it is sent:
+    an app's change reaches its topic no sooner (the outbox is woken at once, and the topic is read from
+    before the change is made)."""
+    settings = registry_settings(kafka_settings, await make_database(), GRAVITY_REGISTRY_LINGER_MS=500)
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=60) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+            registry = Registry(client, settings, app)
+            tenant = await registry.tenant()
+            async with TopicTail(kafka_settings, topics.APPS, since=int(time.time() * 1000) - 1000) as tail:
+                started = time.monotonic()
+                created = await _app(registry, tenant, webhookUrl="https://example.com/hook")
+
+                async def published() -> bool:
+                    return any(r.key == created["appId"].encode() for r in await tail.poll())
+
+                await eventually(published, timeout=10)
+                assert time.monotonic() - started >= 0.45, "the record waited its linger before it was sent"

@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             await ensure_topics(settings, create=not settings.production)
-            producer = make_producer(settings, client_id="gravity-fanout")
+            producer = make_producer(settings, client_id="gravity-fanout", linger_ms=settings.linger_ms)
             await producer.start()
             stack.push_async_callback(producer.stop)  # last: attempts record through it
             clients = make_client_pool(settings)

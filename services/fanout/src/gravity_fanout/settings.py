@@ -49,6 +49,8 @@ class Settings(ServiceSettings, KafkaSettings):
         5 * 86_400, gt=0, validation_alias="GRAVITY_FANOUT_DISABLE_AFTER_SECONDS"
     )
     max_connections_per_app: int = Field(16, ge=1, validation_alias="GRAVITY_FANOUT_MAX_CONNECTIONS_PER_APP")
+    linger_ms: int = Field(1, ge=0, validation_alias="GRAVITY_FANOUT_LINGER_MS")
+    """How long the producer of the attempt log and the retry queue waits to fill a batch."""
 
     @property
     def guard_delay_seconds(self) -> float:

@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
             if applied:
                 log.info("applied migrations %s", applied)
             await ensure_topics(settings, create=not settings.production)
-            producer = make_producer(settings, client_id="gravity-registry")
+            producer = make_producer(settings, client_id="gravity-registry", linger_ms=settings.linger_ms)
             await producer.start()
             outbox = OutboxPublisher(
                 pool, producer, sweep_seconds=settings.outbox_sweep_seconds, metrics=metrics

@@ -34,6 +34,8 @@ class Settings(ServiceSettings, KafkaSettings):
         "gravity-registry-projector", validation_alias="GRAVITY_REGISTRY_CONSUMER_GROUP"
     )
     outbox_sweep_seconds: float = Field(1.0, validation_alias="GRAVITY_REGISTRY_OUTBOX_SWEEP_SECONDS")
+    linger_ms: int = Field(1, ge=0, validation_alias="GRAVITY_REGISTRY_LINGER_MS")
+    """How long the producer of the outbox (``sms_inbound``, the change streams) waits to fill a batch."""
     order_lock_timeout_seconds: float = Field(
         30.0, gt=0, validation_alias="GRAVITY_REGISTRY_ORDER_LOCK_TIMEOUT_SECONDS"
     )
