@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -269,6 +270,15 @@ class Deliverer:
         cleared = DeliveryGuardCleared(app_id=app.app_id, tenant_id=app.tenant_id, guard_id=guard_id)
         extra = ((RETRY_GROUP_HEADER, self.group.encode()),)
         await self._record([_Outgoing(topics.FANOUT_RETRY, app.app_id, cleared, self.guard_partition, extra)])
+
+    async def mark(self, app_id: str, tenant_id: str, partition: int) -> None:
+        """Write a mark to ``partition`` of the retry queue: a voiding record of no guard, read to know the
+        partition was read up to now (see :class:`~gravity_fanout.retries.Guards`)."""
+        mark = DeliveryGuardCleared(
+            app_id=app_id, tenant_id=tenant_id, guard_id="grd_mark_" + secrets.token_hex(8)
+        )
+        extra = ((RETRY_GROUP_HEADER, self.group.encode()),)
+        await self._record([_Outgoing(topics.FANOUT_RETRY, app_id, mark, partition, extra)])
 
     def _retry_record(self, retry: DeliveryRetry, partition: int, headers: tracing.Headers) -> _Outgoing:
         """The retry record: its deployment, and the trace context of the record it comes from."""

@@ -19,13 +19,12 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from functools import partial
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from gravity_events import topics
 from gravity_events.codec import CodecError
 from gravity_events.kafka import dead_letter, decode_record, record_headers
-from gravity_events.lag import partition_lag
 from gravity_events.models import DeliveryGuardCleared, DeliveryRetry
 from gravity_events.tracing import Headers
 from gravity_fanout.apps import AppTable
@@ -72,16 +71,21 @@ class Guards:
     partition has been read.
 
     A guard and the record voiding it share a partition, and the voiding record is written before the
-    guard falls due (``GRAVITY_FANOUT_GUARD_GRACE_SECONDS`` after the attempt's timeout). So once a
-    partition has been read up to a record written after a guard's due time, or to its end after that
-    time, a voiding record not seen by then was never written. Voided ids are forgotten when their guard
-    is read, or after ``CLEARED_TTL`` seconds (a guard that was never recorded).
+    guard's horizon (``GRAVITY_FANOUT_GUARD_GRACE_SECONDS`` after the attempt's timeout). So once a
+    partition has been read up to a record written after a guard's horizon, a voiding record not seen by
+    then was never written. When no such record comes (a quiet partition), the consumer writes one, a
+    mark, and reads up to it. Being "caught up" by a fetch's high watermark is no proof: a guard was acted
+    on at lag 0 while its voiding record, written half a minute before, was in the partition still unread.
+    Voided ids are forgotten when their guard is read, or after ``CLEARED_TTL`` seconds (a guard that was
+    never recorded, or a mark).
     """
 
     def __init__(self) -> None:
         self._cleared: dict[TopicPartition, OrderedDict[str, float]] = {}
         self._read_to: dict[TopicPartition, int] = {}
         """Per partition, the timestamp (ms) of the latest record looked at: everything before it was read."""
+        self._marked_at: dict[TopicPartition, float] = {}
+        """Per partition, when (epoch ms) this copy last wrote a mark to it."""
 
     def seen(self, tp: TopicPartition, timestamp: int) -> None:
         self._read_to[tp] = max(self._read_to.get(tp, 0), timestamp)
@@ -98,12 +102,17 @@ class Guards:
         cleared = self._cleared.get(tp)
         return cleared is not None and cleared.pop(guard_id, None) is not None
 
-    def read_past(self, tp: TopicPartition, horizon_ms: float, consumer: AIOKafkaConsumer) -> bool:
-        """Read up to a record written after ``horizon_ms``, or to the end in a fetch made after it."""
-        if self._read_to.get(tp, 0) > horizon_ms:
-            return True
-        caught_up = partition_lag(consumer).get(tp) == 0
-        return caught_up and (consumer.last_poll_timestamp(tp) or 0) > horizon_ms
+    def read_past(self, tp: TopicPartition, horizon_ms: float) -> bool:
+        """Whether a record written after ``horizon_ms`` was read."""
+        return self._read_to.get(tp, 0) > horizon_ms
+
+    def mark_due(self, tp: TopicPartition, horizon_ms: float, now_ms: float) -> bool:
+        """Whether to write a mark now: the horizon has passed and no mark was written since (one mark
+        serves every guard of the partition waiting on an earlier horizon)."""
+        if now_ms <= horizon_ms or self._marked_at.get(tp, 0) > horizon_ms:
+            return False
+        self._marked_at[tp] = now_ms
+        return True
 
 
 class RetryConsumer(WindowedConsumer):
@@ -209,9 +218,11 @@ class RetryConsumer(WindowedConsumer):
         first (the next owner reads the guard again)."""
         guard_id = event.guard_id or ""
         horizon = max(event.due_at.timestamp() * 1000, written_ms + self._guard_grace_ms)
-        while not self._guards.read_past(tp, horizon, self._consumer):
+        while not self._guards.read_past(tp, horizon):
             if self._stopped.is_set() or not self._windows.owns(tp):
                 return False
+            if self._guards.mark_due(tp, horizon, time.time() * 1000):
+                await self._deliverer.mark(event.app_id, event.tenant_id, tp.partition)
             await asyncio.sleep(GUARD_POLL)
         if self._guards.cleared(tp, guard_id):
             return True
