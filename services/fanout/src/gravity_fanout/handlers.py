@@ -267,18 +267,18 @@ class Deliverer:
 
     async def clear_guard(self, app: App, guard_id: str) -> None:
         """The guarded attempt ended and its outcome is recorded: void its guard (same partition)."""
-        cleared = DeliveryGuardCleared(app_id=app.app_id, tenant_id=app.tenant_id, guard_id=guard_id)
-        extra = ((RETRY_GROUP_HEADER, self.group.encode()),)
-        await self._record([_Outgoing(topics.FANOUT_RETRY, app.app_id, cleared, self.guard_partition, extra)])
+        await self._void(app.app_id, app.tenant_id, guard_id, self.guard_partition)
 
     async def mark(self, app_id: str, tenant_id: str, partition: int) -> None:
         """Write a mark to ``partition`` of the retry queue: a voiding record of no guard, read to know the
         partition was read up to now (see :class:`~gravity_fanout.retries.Guards`)."""
-        mark = DeliveryGuardCleared(
-            app_id=app_id, tenant_id=tenant_id, guard_id="grd_mark_" + secrets.token_hex(8)
-        )
+        await self._void(app_id, tenant_id, "grd_mark_" + secrets.token_hex(8), partition)
+
+    async def _void(self, app_id: str, tenant_id: str, guard_id: str, partition: int) -> None:
+        """Write the record voiding ``guard_id`` to ``partition`` of the retry queue."""
+        cleared = DeliveryGuardCleared(app_id=app_id, tenant_id=tenant_id, guard_id=guard_id)
         extra = ((RETRY_GROUP_HEADER, self.group.encode()),)
-        await self._record([_Outgoing(topics.FANOUT_RETRY, app_id, mark, partition, extra)])
+        await self._record([_Outgoing(topics.FANOUT_RETRY, app_id, cleared, partition, extra)])
 
     def _retry_record(self, retry: DeliveryRetry, partition: int, headers: tracing.Headers) -> _Outgoing:
         """The retry record: its deployment, and the trace context of the record it comes from."""
