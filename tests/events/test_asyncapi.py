@@ -39,6 +39,7 @@ from gravity_events.models import (
     EncryptedSecret,
     Event,
     RcNotification,
+    RetriesFinished,
     SmsInbound,
     SubscriptionActive,
     SubscriptionRemoved,
@@ -102,6 +103,7 @@ SAMPLES: dict[type[Event], Event] = {
         app_id=APP, tenant_id=TENANT, attempt=2, due_at=NOW, first_attempted_at=NOW, event=SMS
     ),
     DeliveryGuardCleared: DeliveryGuardCleared(app_id=APP, tenant_id=TENANT, guard_id="grd_0123456789abcdef"),
+    RetriesFinished: RetriesFinished(partition=0, offsets=((3, 7), (9, 9))),
 }
 """One event of every model, as its producer would write it."""
 
@@ -314,6 +316,8 @@ def test_records_match_their_message(
     assert not _validator(registry, pointer + "/headers").is_valid({**headers, **wrong})
     key_schema = message["bindings"]["kafka"]["key"]
     field = key_schema["description"].split("`")[1]
+    if model is RetriesFinished:  # keyed by the consumer group that wrote it, which the payload does not name
+        return
     assert field in payload, f"the key of {topic} is the payload's {field}"
     _validator(registry, pointer + "/bindings/kafka/key").validate(payload[field])
 

@@ -167,14 +167,20 @@ TOPICS: dict[str, Topic] = {
     topics.FANOUT_RETRY: Topic(
         channel_id="fanoutRetry",
         title="Fanout retry queue",
-        key=id_key("appId", "the app to deliver to.", APP_ID_RE.pattern),
-        key_field="appId",
+        key={
+            "description": (
+                "`appId`: the app to deliver to; on `retries_finished`, the consumer group that wrote it."
+            )
+        },
+        key_field=None,
         description=(
             "Fanout's durable retry queue: failed deliveries with the time of their next attempt. The "
             "producer picks the partition, one per step of the retry schedule (not by key), so every "
             "record of a partition waits about as long as the others and a partition's head is the next "
             f"one due. Each record names the consumer group that scheduled it (`{RETRY_GROUP_HEADER}`); "
-            "another deployment on the same cluster skips it. Key = appId."
+            "another deployment on the same cluster skips it. `retries_finished` lists records of its "
+            "partition already worked on though not yet committed, for the copy that takes the partition "
+            "over. Key = appId (the group for `retries_finished`)."
         ),
         sends="Fanout publishes a failed delivery's next attempt, to the partition of its retry step.",
     ),

@@ -32,6 +32,7 @@ from gravity_events.models import (
     DeliveryRetry,
     Event,
     RcNotification,
+    RetriesFinished,
     SmsInbound,
     SubscriptionActive,
     SubscriptionRemoved,
@@ -76,7 +77,7 @@ TOPIC_EVENTS: dict[str, tuple[type[Event], ...]] = {
     topics.APPS: (AppUpserted, AppDeleted),
     topics.DELIVERIES: (DeliveryAttempt, AppEndpointDisabled),
     topics.DELIVERY_REQUESTS: (DeliveryRequested,),
-    topics.FANOUT_RETRY: (DeliveryRetry, DeliveryGuardCleared),
+    topics.FANOUT_RETRY: (DeliveryRetry, DeliveryGuardCleared, RetriesFinished),
 }
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {t: _union(*m) for t, m in TOPIC_EVENTS.items()}

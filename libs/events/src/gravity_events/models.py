@@ -29,6 +29,7 @@ __all__ = [
     "EncryptedSecret",
     "Event",
     "RcNotification",
+    "RetriesFinished",
     "SmsInbound",
     "SubscriptionActive",
     "SubscriptionRemoved",
@@ -235,3 +236,15 @@ class DeliveryGuardCleared(Event):
     app_id: str
     tenant_id: str
     guard_id: str
+
+
+class RetriesFinished(Event):
+    """Records of this partition of the retry queue that one fanout copy finished while the partition's
+    committed offset stayed below them (an earlier retry still waiting or under way). The copy that takes
+    the partition over reads up to the end first and passes over these offsets. Empty ``offsets``: a mark,
+    written to learn where the end is."""
+
+    type: Literal["retries_finished"] = "retries_finished"
+    partition: int
+    offsets: tuple[tuple[int, int], ...] = ()
+    """Inclusive ranges ``(first, last)`` of finished offsets, ascending."""
