@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, ProducerClosed, RecordTooLargeError
+from aiokafka.structs import RecordMetadata
 
 from gravity_events import logs, topics, tracing
 from gravity_events.codec import encode, encode_headers
@@ -32,6 +33,7 @@ from gravity_events.models import (
     DeliveryGuardCleared,
     DeliveryRetry,
     Event,
+    RetriesFinished,
     SmsInbound,
 )
 from gravity_fanout.apps import App, AppTable
@@ -280,45 +282,57 @@ class Deliverer:
         extra = ((RETRY_GROUP_HEADER, self.group.encode()),)
         await self._record([_Outgoing(topics.FANOUT_RETRY, app_id, cleared, partition, extra)])
 
+    async def finished(self, partition: int, offsets: Sequence[tuple[int, int]] = ()) -> int:
+        """Write a :class:`RetriesFinished` of ``offsets`` to ``partition`` of the retry queue (a mark when
+        empty, see :class:`~gravity_fanout.retries.Finished`); return the offset it was written at."""
+        record = RetriesFinished(partition=partition, offsets=tuple(offsets))
+        extra = ((RETRY_GROUP_HEADER, self.group.encode()),)
+        [written] = await self._record([_Outgoing(topics.FANOUT_RETRY, self.group, record, partition, extra)])
+        return int(written.offset)
+
     def _retry_record(self, retry: DeliveryRetry, partition: int, headers: tracing.Headers) -> _Outgoing:
         """The retry record: its deployment, and the trace context of the record it comes from."""
         extra = ((RETRY_GROUP_HEADER, self.group.encode()), *tracing.record_trace_headers(headers))
         return _Outgoing(topics.FANOUT_RETRY, retry.app_id, retry, partition, extra)
 
-    async def _record(self, outgoing: Sequence[_Outgoing]) -> None:
-        """Write ``outgoing`` in order and wait until the broker has every record; send again only what it
-        did not take, after a pause that grows to ``RECORD_PAUSE_MAX`` seconds, for as long as it takes (a
-        stop cancels). The POST is never made again for a record the broker was slow to take: through a
-        broker restart, that was a duplicate delivery per timed-out record.
+    async def _record(self, outgoing: Sequence[_Outgoing]) -> list[RecordMetadata]:
+        """Write ``outgoing`` in order and wait until the broker has every record (return where each was
+        written); send again only what it did not take, after a pause that grows to ``RECORD_PAUSE_MAX``
+        seconds, for as long as it takes (a stop cancels). The POST is never made again for a record the
+        broker was slow to take: through a broker restart, that was a duplicate delivery per timed-out
+        record.
 
         At most ``max_recording`` calls write at once: more would only lengthen the producer's queue until
         its records expire, and expired records sent again lengthen it further.
         """
         pause = RECORD_PAUSE_FIRST
-        pending = list(outgoing)
+        written: dict[int, RecordMetadata] = {}
+        pending = list(enumerate(outgoing))
         async with self._recording:
             while True:
-                futures: list[asyncio.Future[object]] = []
-                failed: list[tuple[_Outgoing, BaseException]] = []
-                for i, o in enumerate(pending):
+                futures: list[asyncio.Future[RecordMetadata]] = []
+                failed: list[tuple[tuple[int, _Outgoing], BaseException]] = []
+                for i, (_, o) in enumerate(pending):
                     try:
                         futures.append(await self._send(o))
                     except KafkaError as exc:  # not queued: it and what follows go again, the queued do not
                         failed = [(rest, exc) for rest in pending[i:]]
                         break
                 outcomes = await asyncio.gather(*futures, return_exceptions=True)
-                failed = [
-                    (o, r) for o, r in zip(pending, outcomes, strict=False) if isinstance(r, BaseException)
-                ] + failed
+                for p, r in zip(pending, outcomes, strict=False):
+                    if isinstance(r, BaseException):
+                        failed.append((p, r))
+                    else:
+                        written[p[0]] = r
                 if not failed:
-                    return
+                    return [written[i] for i in range(len(outgoing))]
                 for _, error in failed:
                     if isinstance(error, _NEVER_TAKEN):  # sending it again cannot help
                         raise error
                 self._note_untaken(len(failed), failed[0][1])
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RECORD_PAUSE_MAX)
-                pending = [o for o, _ in failed]
+                pending = sorted((p for p, _ in failed), key=lambda p: p[0])
 
     def _note_untaken(self, count: int, error: BaseException) -> None:
         """One warning per ``UNTAKEN_LOG_SECONDS`` at most, with the count since the last (an overloaded
@@ -334,8 +348,8 @@ class Deliverer:
             )
             self._untaken, self._untaken_logged_at = 0, now
 
-    async def _send(self, o: _Outgoing) -> asyncio.Future[object]:
-        future: asyncio.Future[object] = await self.producer.send(
+    async def _send(self, o: _Outgoing) -> asyncio.Future[RecordMetadata]:
+        future: asyncio.Future[RecordMetadata] = await self.producer.send(
             o.topic,
             encode(o.event),
             key=o.key.encode(),

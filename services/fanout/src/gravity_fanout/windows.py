@@ -92,6 +92,16 @@ class Windows:
         """Whether the partition is assigned to this copy now."""
         return tp in self._owned
 
+    def read_to(self, tp: TopicPartition) -> int | None:
+        """The next offset this copy reads in ``tp`` (None for a partition it never had)."""
+        window = self._windows.get(tp)
+        return None if window is None else window.read_to
+
+    def committed_to(self, tp: TopicPartition) -> int | None:
+        """The last offset committed for ``tp`` as this copy knows it."""
+        window = self._windows.get(tp)
+        return None if window is None else window.committed_to
+
     def finish(self, tp: TopicPartition, offset: int) -> None:
         """The work of a taken record is done."""
         window = self._windows.get(tp)
@@ -236,6 +246,7 @@ class WindowedConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, records in batch.items():
                 await self._handle(tp, records)
             await self._windows.commit()
+            self._after_commit()
         await self._windows.commit()
 
     @abstractmethod
@@ -248,6 +259,12 @@ class WindowedConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _before_fetch(self) -> None:
         """Called before each fetch (nothing by default)."""
+
+    def _after_commit(self) -> None:
+        """Called after each commit of the loop (nothing by default)."""
+
+    def _finished_work(self, tp: TopicPartition, offset: int) -> None:
+        """Called when the work of a record :meth:`_spawn` started finished (nothing by default)."""
 
     async def _spawn(self, tp: TopicPartition, offset: int, work: Callable[[], Awaitable[bool]]) -> bool:
         """Start ``work`` for the record on a task of its own, once an in-flight slot is free.
@@ -278,6 +295,7 @@ class WindowedConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             if await work():
                 self._windows.finish(tp, offset)
+                self._finished_work(tp, offset)
         except Exception:
             log.exception("record at %s/%s could not be handled; it will be read again", tp, offset)
         finally:
