@@ -7,6 +7,9 @@ another deployment scheduled (another consumer group, see ``RETRY_GROUP_HEADER``
 
 One tenant runs at most ``GRAVITY_FANOUT_TENANT_SHARE`` of the ``retry_concurrency`` attempts at once, so
 a tenant with a flood of retries (or hundreds of failing apps) always leaves slots to the others.
+
+What finishes above a partition's commit point is reported to the partition, and a copy given a partition
+reads ahead to learn it before starting (see :mod:`gravity_fanout.progress`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from gravity_events.models import DeliveryGuardCleared, DeliveryRetry
 from gravity_events.tracing import Headers
 from gravity_fanout.apps import AppTable
 from gravity_fanout.handlers import Deliverer
+from gravity_fanout.progress import REPORT_EVERY, Finished, read_finished
 from gravity_fanout.schedule import RETRY_GROUP_HEADER
 from gravity_fanout.settings import Settings
 from gravity_fanout.windows import WindowedConsumer
@@ -43,6 +47,10 @@ GUARD_POLL = 0.1
 """Seconds between looks, for a due guard, at whether its partition has been read far enough."""
 CLEARED_TTL = 3600.0
 """Seconds a voided guard id is remembered when its guard is never read."""
+REPORT_TIMEOUT = 5.0
+"""Seconds a report of what finished may take when a partition is taken away or the consumer closes."""
+REPORT_RUNS = 500
+"""Finished runs per record at most (a record stays small whatever the spread)."""
 
 
 class Gates:
@@ -142,18 +150,93 @@ class RetryConsumer(WindowedConsumer):
         self._paused_until: dict[TopicPartition, float] = {}
         self._guards = Guards()
         self._guard_grace_ms = settings.guard_grace_seconds * 1000
+        self._settings = settings
+        self._finished = Finished()
+        self._reading_ahead: dict[TopicPartition, object] = {}
+        """The partitions paused until this copy has read ahead in them, each with its read's token."""
+        self._reported_at = 0.0
+        self._reporting: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
-        """Abandon the attempts in hand (not committed: read again after a restart), leave the group."""
+        """Abandon the attempts in hand (not committed: read again after a restart), report what finished
+        above the commit points, leave the group."""
         for task in self._tasks:
             task.cancel()
+        await self._report_now(self._finished.pending())
         await super().close()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what finished before the partitions move; forget their pauses."""
+        """Commit what finished before the partitions move, and report what finished above the commit;
+        forget their pauses."""
         await super().on_partitions_revoked(revoked)
+        await self._report_now(revoked)
         for tp in revoked:
             self._paused_until.pop(tp, None)
+            self._finished.forget(tp)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Take the partitions paused, and read ahead in them (see :mod:`gravity_fanout.progress`)."""
+        token = object()
+        for tp in assigned:
+            self._consumer.pause(tp)
+            self._reading_ahead[tp] = token
+        await super().on_partitions_assigned(assigned)
+        task = asyncio.create_task(self._read_ahead(assigned, token))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_ahead(self, tps: list[TopicPartition], token: object) -> None:
+        """Mark the end of each partition, learn what former owners finished up to it, then resume it."""
+        try:
+            starts = {tp: self._windows.read_to(tp) for tp in tps if self._windows.owns(tp)}
+            known = {tp: start for tp, start in starts.items() if start is not None}
+            ends = await asyncio.gather(*(self._deliverer.finished(tp.partition) for tp in known))
+            spans = {tp: (start, end) for (tp, start), end in zip(known.items(), ends, strict=True)}
+            found = await read_finished(self._settings, self._group, spans, self._windows.owns)
+            for tp, runs in found.items():
+                self._finished.load(tp, runs)
+        except Exception:  # work on them as read: at worst what former owners finished is made again
+            log.exception("could not read ahead in %s", tps)
+        finally:
+            for tp in tps:
+                if self._reading_ahead.get(tp) is token:
+                    del self._reading_ahead[tp]
+                    if tp not in self._paused_until and tp in self._consumer.assignment():
+                        self._consumer.resume(tp)
+
+    def _finished_work(self, tp: TopicPartition, offset: int) -> None:
+        self._finished.add(tp, offset)
+
+    def _after_commit(self) -> None:
+        """About every ``REPORT_EVERY`` seconds, report (on a task of its own) what finished since."""
+        now = asyncio.get_running_loop().time()
+        if now - self._reported_at < REPORT_EVERY or (self._reporting and not self._reporting.done()):
+            return
+        self._reported_at = now
+        report = self._finished.take(self._finished.pending(), self._windows.committed_to)
+        if report:
+            self._reporting = asyncio.create_task(self._report(report))
+
+    async def _report_now(self, tps: list[TopicPartition]) -> None:
+        """Report what finished in ``tps`` at once, waiting ``REPORT_TIMEOUT`` seconds at most."""
+        report = self._finished.take(tps, self._windows.committed_to)
+        if report:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report(report), REPORT_TIMEOUT)
+
+    async def _report(self, report: dict[TopicPartition, list[tuple[int, int]]]) -> None:
+        """Write a ``RetriesFinished`` per partition (per ``REPORT_RUNS`` runs); a failure only costs the
+        next owner those records again."""
+        try:
+            await asyncio.gather(
+                *(
+                    self._deliverer.finished(tp.partition, runs[i : i + REPORT_RUNS])
+                    for tp, runs in report.items()
+                    for i in range(0, len(runs), REPORT_RUNS)
+                )
+            )
+        except Exception:
+            log.warning("could not report the retries finished in %s", list(report), exc_info=True)
 
     async def _start_position(self, tp: TopicPartition) -> int:
         """The beginning, asked of the broker, not by seeking: the partition is not owned yet (see
@@ -166,7 +249,7 @@ class RetryConsumer(WindowedConsumer):
         for tp, until in list(self._paused_until.items()):
             if until <= now:
                 del self._paused_until[tp]
-                if tp in self._consumer.assignment():
+                if tp in self._consumer.assignment() and tp not in self._reading_ahead:
                     self._consumer.resume(tp)
 
     async def _handle(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
@@ -174,6 +257,9 @@ class RetryConsumer(WindowedConsumer):
         for record in records:
             if record_headers(record).get(RETRY_GROUP_HEADER, self._group) != self._group:
                 self._skip(tp, record.offset)  # another deployment's retry: its own consumer's
+                continue
+            if self._finished.done(tp, record.offset):
+                self._skip(tp, record.offset)  # a former owner of the partition finished it
                 continue
             try:
                 envelope = decode_record(record)
