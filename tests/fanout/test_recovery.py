@@ -174,16 +174,21 @@ async def test_an_attempt_the_broker_did_not_take_is_recorded_again_not_posted_a
         await ensure_topics(own)
         world = World(own, ids.new_tenant_id())
         # the answer comes well inside the first-attempt window: the attempt's own record is what the
-        # broker does not take (not a guard for an attempt outliving the window; see test_guards)
-        settings = fanout_settings(own, GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS=10.0)
+        # broker does not take (not a guard for an attempt outliving the window; see test_guards); the
+        # endpoint answers once the broker process is gone, which takes up to its 5 s stop grace
+        settings = fanout_settings(
+            own, GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS=30.0, GRAVITY_FANOUT_TIMEOUT_SECONDS=20.0
+        )
         async with running_receiver() as receiver, running_fanout(settings):
-            receiver.behave("/hook", delay=1.0)
+            answer = asyncio.Event()
+            receiver.behave("/hook", release=answer)
             app_id, _ = await world.app(receiver.url("/hook"))
             [event] = await world.send()
             await eventually(lambda: receiver.received("/hook"), timeout=15)
-            # the endpoint is still answering (in this loop: stop the broker off it), and then its
-            # attempt record has nowhere to go
+            # the endpoint answers only once the broker is gone (in this loop: stop the broker off it),
+            # so its attempt record has nowhere to go
             await asyncio.to_thread(broker.stop)
+            answer.set()
 
             def not_taken() -> bool:  # fanout says the app's attempt record failed
                 return any(

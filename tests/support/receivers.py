@@ -1,6 +1,6 @@
 """A real HTTP webhook receiver on loopback, for tests and benchmarks.
 
-Each path behaves as configured (status, delay, hang, Retry-After) and every request is recorded with
+Each path behaves as configured (status, delay, hang, an answer held until released, Retry-After) and every request is recorded with
 its headers, body and arrival time. It is a real uvicorn server on a real socket: the code under test
 talks HTTP to it exactly as to a customer's endpoint.
 """
@@ -26,6 +26,8 @@ class Behaviour:
     status: int = 200
     delay: float = 0.0
     hang: bool = False
+    release: asyncio.Event | None = None
+    """When set, the answer waits until the event is set (a test decides the moment, not a delay)."""
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -75,6 +77,8 @@ class WebhookReceiver:
         behaviour = self._behaviours.get(path, Behaviour())
         if behaviour.hang:
             await asyncio.Event().wait()
+        if behaviour.release is not None:
+            await behaviour.release.wait()
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)  # the endpoint under simulation is slow
         await send(
