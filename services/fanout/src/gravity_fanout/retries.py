@@ -162,6 +162,9 @@ class RetryConsumer(WindowedConsumer):
         above the commit points, leave the group."""
         for task in self._tasks:
             task.cancel()
+        if self._reporting is not None:  # a periodic report under way holds runs already taken
+            await asyncio.wait({self._reporting}, timeout=REPORT_TIMEOUT)
+            self._reporting.cancel()
         await self._report_now(self._finished.pending())
         await super().close()
 
