@@ -21,7 +21,7 @@ from tests.fanout.conftest import (
     fanout_settings,
     running_fanout,
 )
-from tests.support import TopicTail, eventually, keyed_events, running_receiver
+from tests.support import TopicTail, WebhookReceiver, eventually, keyed_events, running_receiver
 
 from gravity_events import ids, topics
 from gravity_events.codec import encode
@@ -137,6 +137,83 @@ async def test_a_hanging_app_holds_the_commit_point_for_at_most_window_plus_time
     assert sorted(set(ok)) == sorted(encode(e) for e in batch + later)
     assert resent == after <= len(later)  # exactly what the crashed copy had not committed, no more
     assert all(ok.count(encode(e)) == 1 for e in batch)  # the first batch: never again
+
+
+async def hanging_and_healthy(world: World, receiver: WebhookReceiver) -> str:
+    """Two apps of the tenant: ``/hang`` never answers, ``/ok`` answers at once; return the first's id."""
+    receiver.behave("/hang", hang=True)
+    hang_id, _ = await world.app(receiver.url("/hang"))
+    await world.app(receiver.url("/ok"))
+    return hang_id
+
+
+def _hanging_settings(kafka: KafkaSettings, timeout: float) -> Settings:
+    return fanout_settings(
+        kafka,
+        GRAVITY_FANOUT_RETRY_SCHEDULE="[600]",
+        GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS=WINDOW,
+        GRAVITY_FANOUT_TIMEOUT_SECONDS=timeout,
+    )
+
+
+async def test_an_app_whose_last_attempt_failed_holds_the_commit_point_for_the_failing_window(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    """Old behaviour: an app that had just timed out still held each message for the whole first-attempt
+    window (or until its attempts ended), and a copy killed then re-sent all of it to the healthy apps."""
+    timeout = 2.0
+    settings = _hanging_settings(kafka_settings, timeout)
+    async with (
+        running_receiver() as receiver,
+        group_reader(kafka_settings, settings.consumer_group) as group,
+        running_fanout(settings),
+    ):
+        hang_id = await hanging_and_healthy(world, receiver)
+        first = await world.send(1, "first")
+        [failed] = await deliveries(world, hang_id, 1, timeout=WINDOW + timeout + MARGIN)
+        assert isinstance(failed, DeliveryAttempt) and not failed.succeeded  # the app is not delivering
+
+        later = await world.send(20, "later")  # 8 attempts start and hang, 12 find no free worker
+        tp, _, end = await positions(kafka_settings, world, 21)
+
+        async def committed_past_end() -> bool:
+            return (await group.committed(tp) or 0) > end
+
+        # within a small part of the 4 s window (and of the 2 s the hanging attempts take): the failing
+        # window is 0.1 s, then one write to the broker per job
+        await eventually(committed_past_end, timeout=WINDOW / 2, interval=0.1)
+        hanging = await keyed_events(
+            kafka_settings, topics.FANOUT_RETRY, hang_id, count=20, since=world.since, timeout=15
+        )
+        assert {r.event.message_id for r in hanging} >= {e.message_id for e in later}  # none dropped
+    assert sorted(bodies(receiver, "/ok")) == sorted(encode(e) for e in first + later)
+
+
+async def test_partitions_taken_away_are_committed_past_every_message_read(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    """When the group takes the partitions away (the callback it calls before a rebalance), every
+    first-attempt window ends at once, so the commit covers all that was read and the next owner sends
+    none of it to the healthy app again. Old behaviour: the hanging app's jobs, waiting out their window,
+    kept the commit at the first message, and the next owner re-sent every message."""
+    settings = _hanging_settings(kafka_settings, TIMEOUT)
+    async with (
+        running_receiver() as receiver,
+        group_reader(kafka_settings, settings.consumer_group) as group,
+        running_fanout(settings) as app,
+    ):
+        hang_id = await hanging_and_healthy(world, receiver)
+        batch = await world.send(20)  # 8 attempts start and hang, 12 wait out the 4 s window
+        tp, _, last = await positions(kafka_settings, world, 20)
+        await eventually(lambda: len(receiver.received("/ok")) >= 20, timeout=15)
+
+        await app.state.inbound.on_partitions_revoked([tp])
+        assert (await group.committed(tp) or 0) > last
+        hanging = await keyed_events(
+            kafka_settings, topics.FANOUT_RETRY, hang_id, count=20, since=world.since, timeout=15
+        )
+        assert {r.event.message_id for r in hanging} == {e.message_id for e in batch}
+    assert sorted(bodies(receiver, "/ok")) == sorted(encode(e) for e in batch)
 
 
 BAD_RETRY_AFTER = ("1e12", "inf", "nan", "-1", "Fri, 31 Dec 9999 23:59:59 GMT")

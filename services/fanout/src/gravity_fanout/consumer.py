@@ -33,13 +33,18 @@ from gravity_fanout.lanes import Lanes
 from gravity_fanout.settings import Settings
 from gravity_fanout.windows import WindowedConsumer
 
-__all__ = ["RECENTLY_HANDLED", "InboundConsumer"]
+__all__ = ["RECENTLY_HANDLED", "REVOKE_SETTLE", "InboundConsumer"]
 
 RECENTLY_HANDLED = 100_000
 """(app, message) pairs remembered per copy. The registry publishes a message again when it dies, or
 loses PostgreSQL, between publishing a batch and marking it published; a copy that handled the message
 already (attempted it, or handed it to the retry queue) does not deliver it again. About 100 bytes a
 pair; 100,000 cover over 15 minutes at 100 messages/s to one app."""
+
+
+REVOKE_SETTLE = 2.0
+"""Seconds a rebalance waits for the records in hand once their windows ended: each needs one write to the
+broker (a hand-off or a guard). Records still unfinished then are read again by the next owner."""
 
 
 class InboundConsumer(WindowedConsumer):
@@ -58,6 +63,16 @@ class InboundConsumer(WindowedConsumer):
         """Messages of each tenant being worked on (not handed off)."""
         self._handled: OrderedDict[tuple[str, str], None] = OrderedDict()
         """(app, message) pairs whose first attempt this copy finished, newest last (``RECENTLY_HANDLED``)."""
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Before the partitions move, end every first-attempt window (waiting jobs go to the retry queue,
+        attempts under way are guarded) and wait for that, at most ``REVOKE_SETTLE`` seconds, so the commit
+        covers what this copy read: the next owner starts after it, and a healthy app receives nothing of it
+        again."""
+        if revoked:
+            self._lanes.hurry()
+            await self._settle(REVOKE_SETTLE)
+        await super().on_partitions_revoked(revoked)
 
     async def _start_position(self, tp: TopicPartition) -> int:
         """A brand-new group (the first deployment) must not send every stored message to today's apps: it

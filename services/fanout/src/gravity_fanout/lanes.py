@@ -3,7 +3,12 @@
 A slow, hanging, refusing or failing endpoint fills only its own lane. A first attempt that cannot start
 at once waits in the lane for at most the first-attempt window
 (``GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS``); if no worker took it by then, or the lane is full, it
-is handed to the durable retry queue as attempt 1, due now, and counts as finished. An attempt a worker
+is handed to the durable retry queue as attempt 1, due now, and counts as finished. A lane that is not
+delivering (its last attempt failed, or its workers have all been busy for a whole window: the app hangs)
+uses the shorter failing window (``GRAVITY_FANOUT_FAILING_WINDOW_SECONDS``) instead: its jobs would end on
+the retry queue anyway, and the commit point, which is what a killed copy re-sends from, stays within a
+tenth of a second of reading (ADR 0017). :meth:`Lane.hurry` ends every window at once (the partitions are
+being taken away: what was read must be committed first). An attempt a worker
 started and that is still under way when the window ends goes on, and a guard on the retry queue stands for
 it: the retry queue makes the attempt again unless the attempt voids the guard when it ends (ADR 0015). So
 an app holds the commit point of a message for at most the window, however slow it is and however long
@@ -63,11 +68,20 @@ class _Job:
 class Lane:
     """One app's queue and workers: its slowness stays its own."""
 
-    def __init__(self, deliverer: Deliverer, *, size: int, workers: int, window: float) -> None:
+    def __init__(
+        self, deliverer: Deliverer, *, size: int, workers: int, window: float, failing_window: float
+    ) -> None:
         self._deliverer = deliverer
         self._size = size
         self._workers = workers
         self._window = window
+        self._failing_window = min(failing_window, window)
+        self._failing = False
+        """The last attempt that ended here failed."""
+        self._saturated_at: float | None = None
+        """Since when every worker is busy (None while one is free)."""
+        self._cut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done when :meth:`hurry` ends the windows of the jobs submitted until then."""
         self._waiting: dict[_Job, None] = {}
         """Jobs no worker has taken yet, oldest first (a dict: any one can leave in one step)."""
         self._running: dict[asyncio.Task[None], _Job] = {}
@@ -85,10 +99,11 @@ class Lane:
             await self._deliverer.defer(app, event, headers)
             return
         job = _Job(app, event, headers, asyncio.get_running_loop().create_future())
+        window = self.window()
         self._waiting[job] = None
         self._start_waiting()
         try:
-            await asyncio.wait({job.done}, timeout=self._window)
+            await asyncio.wait({job.done, self._cut}, timeout=window, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             self._waiting.pop(job, None)
             raise
@@ -107,6 +122,23 @@ class Lane:
                 headers=headers,
             )
 
+    def window(self) -> float:
+        """How long a job submitted now may hold its message: the first-attempt window while the app
+        delivers, the failing window once its last attempt failed or its workers have all been busy for a
+        whole window."""
+        if self._failing:
+            return self._failing_window
+        stuck_since = self._saturated_at
+        if stuck_since is not None and asyncio.get_running_loop().time() - stuck_since >= self._window:
+            return self._failing_window
+        return self._window
+
+    def hurry(self) -> None:
+        """End the window of every job submitted so far: each waiting one is handed to the retry queue and
+        each attempt under way is covered by its guard, now."""
+        cut, self._cut = self._cut, asyncio.get_running_loop().create_future()
+        cut.set_result(None)
+
     def _start_waiting(self) -> None:
         """Give waiting jobs, oldest first, to free workers."""
         while self._waiting and len(self._running) < self._workers and not self._closed:
@@ -116,16 +148,20 @@ class Lane:
             task = asyncio.get_running_loop().create_task(self._attempt(job))
             self._running[task] = job
             task.add_done_callback(self._finished)
+        if len(self._running) >= self._workers and self._saturated_at is None:
+            self._saturated_at = asyncio.get_running_loop().time()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
+        self._saturated_at = None
         self._start_waiting()
 
     async def _attempt(self, job: _Job) -> None:
         try:
-            await self._deliverer.attempt(
+            result = await self._deliverer.attempt(
                 job.app, job.event, attempt=1, headers=job.headers, posted=job.mark_posted
             )
+            self._failing = not result.ok
         except asyncio.CancelledError:  # closed mid-attempt: not committed, or its guard stands
             job.settle(RuntimeError("lane closed"))
             raise
@@ -169,8 +205,14 @@ class Lanes:
                 size=self._settings.per_app_queue,
                 workers=self._settings.per_app_concurrency,
                 window=self._settings.first_attempt_window_seconds,
+                failing_window=self._settings.failing_window_seconds,
             )
         return lane
+
+    def hurry(self) -> None:
+        """End every lane's windows now (see :meth:`Lane.hurry`)."""
+        for lane in self._lanes.values():
+            lane.hurry()
 
     async def submit(self, app: App, event: SmsInbound, headers: Headers = ()) -> None:
         """A first attempt on the app's lane (see :meth:`Lane.submit`)."""

@@ -32,6 +32,9 @@ class Settings(ServiceSettings, KafkaSettings):
         1.0, gt=0, validation_alias="GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS"
     )
     """How long a first attempt may wait in its app's lane before it is handed to the retry queue."""
+    failing_window_seconds: float = Field(0.1, gt=0, validation_alias="GRAVITY_FANOUT_FAILING_WINDOW_SECONDS")
+    """The first-attempt window of an app that is not delivering: its last attempt failed, or its workers
+    have all been busy for a whole first-attempt window (at most ``first_attempt_window_seconds``)."""
     guard_grace_seconds: float = Field(30.0, gt=0, validation_alias="GRAVITY_FANOUT_GUARD_GRACE_SECONDS")
     """How long after an attempt's timeout its guard falls due (see :meth:`Deliverer.guard
     <gravity_fanout.handlers.Deliverer.guard>`): the attempt's copy must have voided the guard by then, so

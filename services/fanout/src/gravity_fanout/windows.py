@@ -233,6 +233,11 @@ class WindowedConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         """Commit what finished before the partitions move; keep their windows (see :class:`Window`)."""
         await self._windows.revoked(revoked)
 
+    async def _settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the records in hand to finish."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Resume where this copy stopped reading, else at the committed offset, else at the start."""
         await self._windows.assigned(assigned)
