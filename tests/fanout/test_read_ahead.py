@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka import TopicPartition
 from tests.fanout.conftest import (
     World,
     bodies,
@@ -15,7 +16,7 @@ from tests.fanout.conftest import (
     running_fanout,
     sms,
 )
-from tests.fanout.test_crash_bound import holds_for
+from tests.fanout.test_crash_bound import group_reader, holds_for
 from tests.fanout.test_guards import killable_fanout
 from tests.support import TopicTail, eventually, running_receiver
 
@@ -98,4 +99,30 @@ async def test_a_copy_taking_a_retry_partition_over_passes_over_what_its_owner_f
             await eventually(lambda: len(receiver.received("/last")) >= 1, timeout=30)
             await holds_for(lambda: len(receiver.received("/ok")) == HEALTHY, seconds=1.0)
         assert len(receiver.received("/hang")) > 8  # the second copy made the unfinished ones again
+    assert sorted(bodies(receiver, "/ok")) == sorted(encode(e) for e in events)
+
+
+async def test_a_retry_partition_taken_away_waits_for_the_retries_in_hand(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    """When the group takes a retry partition away (the callback it calls before a rebalance), the copy
+    lets the retries it holds finish and commits past them, so the next owner starts after them. Old behaviour:
+    it reported what had finished so far and the partition moved with the rest still queued behind the
+    app's limit; they finished after the next owner had read ahead, and it made them again."""
+    settings = fanout_settings(
+        kafka_settings, GRAVITY_FANOUT_RETRY_SCHEDULE="[600]", GRAVITY_FANOUT_PER_APP_CONCURRENCY=1
+    )
+    group = settings.consumer_group
+    async with running_receiver() as receiver:
+        receiver.behave("/ok", delay=0.02)  # one at a time: 30 of 20 ms each, well inside the wait
+        ok_id, _ = await world.app(receiver.url("/ok"))
+        events = [sms(world.tenant_id, f"retry {i}") for i in range(HEALTHY)]
+        await publish_retries(kafka_settings, *((due_retry(world, ok_id, e), group) for e in events))
+        offsets = await healthy_offsets(kafka_settings, world, ok_id)
+        tp = TopicPartition(topics.FANOUT_RETRY, 0)
+        async with group_reader(kafka_settings, group + "-retry") as reader, running_fanout(settings) as app:
+            await eventually(lambda: receiver.received("/ok"), timeout=30)
+            await app.state.retries.on_partitions_revoked([tp])
+            assert len(receiver.received("/ok")) == HEALTHY  # all made before the partition moves
+            assert (await reader.committed(tp) or 0) > max(offsets)
     assert sorted(bodies(receiver, "/ok")) == sorted(encode(e) for e in events)

@@ -31,20 +31,15 @@ from gravity_events.tracing import Headers
 from gravity_fanout.apps import App, AppTable
 from gravity_fanout.lanes import Lanes
 from gravity_fanout.settings import Settings
-from gravity_fanout.windows import WindowedConsumer
+from gravity_fanout.windows import REVOKE_SETTLE, WindowedConsumer
 
-__all__ = ["RECENTLY_HANDLED", "REVOKE_SETTLE", "InboundConsumer"]
+__all__ = ["RECENTLY_HANDLED", "InboundConsumer"]
 
 RECENTLY_HANDLED = 100_000
 """(app, message) pairs remembered per copy. The registry publishes a message again when it dies, or
 loses PostgreSQL, between publishing a batch and marking it published; a copy that handled the message
 already (attempted it, or handed it to the retry queue) does not deliver it again. About 100 bytes a
 pair; 100,000 cover over 15 minutes at 100 messages/s to one app."""
-
-
-REVOKE_SETTLE = 2.0
-"""Seconds a rebalance waits for the records in hand once their windows ended: each needs one write to the
-broker (a hand-off or a guard). Records still unfinished then are read again by the next owner."""
 
 
 class InboundConsumer(WindowedConsumer):

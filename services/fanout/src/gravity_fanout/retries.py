@@ -35,7 +35,7 @@ from gravity_fanout.handlers import Deliverer
 from gravity_fanout.progress import REPORT_EVERY, Finished, read_finished
 from gravity_fanout.schedule import RETRY_GROUP_HEADER
 from gravity_fanout.settings import Settings
-from gravity_fanout.windows import WindowedConsumer
+from gravity_fanout.windows import REVOKE_SETTLE, WindowedConsumer
 
 __all__ = ["Gates", "Guards", "RetryConsumer"]
 
@@ -169,8 +169,11 @@ class RetryConsumer(WindowedConsumer):
         await super().close()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what finished before the partitions move, and report what finished above the commit;
-        forget their pauses."""
+        """Wait for the retries in hand (at most ``REVOKE_SETTLE`` seconds: those of a hanging app are still
+        under way then, and are made again by the next owner), commit what finished before the partitions
+        move and report what finished above the commit; forget their pauses."""
+        if revoked:
+            await self._settle(REVOKE_SETTLE)
         await super().on_partitions_revoked(revoked)
         await self._report_now(revoked)
         for tp in revoked:

@@ -23,9 +23,13 @@ from gravity_events import gaps
 from gravity_events.lag import partition_lag
 from gravity_fanout.settings import Settings
 
-__all__ = ["Window", "WindowedConsumer", "Windows"]
+__all__ = ["REVOKE_SETTLE", "Window", "WindowedConsumer", "Windows"]
 
 log = logging.getLogger(__name__)
+
+REVOKE_SETTLE = 2.0
+"""Seconds a rebalance waits for the records in hand before it commits and the partitions move: what
+finishes by then is not made again by the next owner."""
 
 RETRY_PAUSE = 1.0
 """Seconds before work whose effects could not be recorded (the broker refused them) is tried again."""
