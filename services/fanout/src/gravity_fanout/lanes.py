@@ -1,20 +1,20 @@
 """Per-app lanes: each app's first attempts have their own bounded queue and workers.
 
-A slow, hanging, refusing or failing endpoint fills only its own lane. A first attempt that cannot start
-at once waits in the lane for at most the first-attempt window
-(``GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS``); if no worker took it by then, or the lane is full, it
-is handed to the durable retry queue as attempt 1, due now, and counts as finished. A lane that is not
+A slow, hanging, refusing or failing endpoint fills only its own lane. A first attempt that cannot start at
+once waits in the lane for at most the first-attempt window
+(``GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS``); if no worker took it by then, or the lane is full, it is
+handed to the durable retry queue as attempt 1, due now, and counts as finished. A lane that is not
 delivering (its last attempt failed, or its workers have all been busy for a whole window: the app hangs)
 uses the shorter failing window (``GRAVITY_FANOUT_FAILING_WINDOW_SECONDS``) instead: its jobs would end on
-the retry queue anyway, and the commit point, which is what a killed copy re-sends from, stays within a
-tenth of a second of reading (ADR 0017). :meth:`Lane.hurry` ends every window at once (the partitions are
-being taken away: what was read must be committed first). An attempt a worker
-started and that is still under way when the window ends goes on, and a guard on the retry queue stands for
-it: the retry queue makes the attempt again unless the attempt voids the guard when it ends (ADR 0015). So
-an app holds the commit point of a message for at most the window, however slow it is and however long
-its queue (ADR 0011), and neither other apps nor the reading of later messages are held up. (An attempt
-whose POST has ended and whose outcome is still being recorded is waited for: only a slow or absent
-broker makes that take long, and then no offset can be committed anyway.)
+the retry queue anyway, and the commit point, which is what a killed copy re-sends from, stays close behind
+reading (the failing window plus one write per job; ADR 0017). :meth:`Lane.hurry` ends every window at once
+(the partitions are being taken away: what was read must be committed first). An attempt a worker started
+and that is still under way when the window ends goes on, and a guard on the retry queue stands for it: the
+retry queue makes the attempt again unless the attempt voids the guard when it ends (ADR 0015). So an app
+holds the commit point of a message for at most the window, however slow it is and however long its queue
+(ADR 0011), and neither other apps nor the reading of later messages are held up. (An attempt whose POST has
+ended and whose outcome is still being recorded is waited for: only a slow or absent broker makes that take
+long, and then no offset can be committed anyway.)
 
 A job is either waiting (in the lane's queue), started (taken out by a worker) or handed off (taken out
 by its submitter when the window ran out): each move out of the queue is one synchronous step, so a job
