@@ -12,6 +12,7 @@ from tests.fanout.conftest import (
     deliveries,
     fanout_settings,
     running_fanout,
+    sms,
 )
 from tests.fanout.test_crash_bound import group_reader, positions
 from tests.support import (
@@ -100,6 +101,26 @@ async def test_a_message_published_twice_is_delivered_once(
         [after] = await world.send(1, "after")  # same partition (keyed by tenant), read after the repeat
         await eventually(lambda: len(receiver.received("/hook")) >= 2, timeout=10)
     assert [r.body for r in receiver.received("/hook")] == [encode(event), encode(after)]
+
+
+async def test_a_message_published_twice_while_its_first_dispatch_is_under_way_is_delivered_once(
+    kafka_settings: KafkaSettings, world: World
+) -> None:
+    """The second record of a message can be read while the first is still being delivered (another app
+    hangs, so the first dispatch waits out that app's window). Old behaviour: the copy remembered what it
+    handled only once every app's first attempt had ended, and the healthy app got the message twice."""
+    settings = fanout_settings(kafka_settings, GRAVITY_FANOUT_FIRST_ATTEMPT_WINDOW_SECONDS=4.0)
+    async with running_receiver() as receiver, running_fanout(settings):
+        receiver.behave("/hang", hang=True)
+        await world.app(receiver.url("/hang"))
+        await world.app(receiver.url("/ok"))
+        event = sms(world.tenant_id, "twice")
+        await publish_events(kafka_settings, topics.SMS_INBOUND, *((world.tenant_id, event),) * 2)
+        [after] = await world.send(1, "after")  # same partition (keyed by tenant), read after both
+        await eventually(lambda: len(receiver.received("/ok")) >= 2, timeout=15)
+        await eventually(lambda: len(receiver.received("/hang")) >= 2, timeout=15)
+    assert [r.body for r in receiver.received("/ok")] == [encode(event), encode(after)]
+    assert [r.body for r in receiver.received("/hang")] == [encode(event), encode(after)]
 
 
 async def test_the_linger_setting_reaches_the_attempt_log_producer(

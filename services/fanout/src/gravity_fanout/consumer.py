@@ -58,6 +58,9 @@ class InboundConsumer(WindowedConsumer):
         """Messages of each tenant being worked on (not handed off)."""
         self._handled: OrderedDict[tuple[str, str], None] = OrderedDict()
         """(app, message) pairs whose first attempt this copy finished, newest last (``RECENTLY_HANDLED``)."""
+        self._under_way: set[tuple[str, str]] = set()
+        """(app, message) pairs whose first attempt this copy is making: a second record of the message read
+        meanwhile is not delivered again (the first holds the commit point until it is done)."""
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Before the partitions move, end every first-attempt window (waiting jobs go to the retry queue,
@@ -109,7 +112,27 @@ class InboundConsumer(WindowedConsumer):
         """First attempts to every target app this copy has not handled the message for already; a job
         that could not be recorded is tried again."""
         message = event.message_id
-        pending = [a for a in self._apps.targets(event.tenant_id) if (a.app_id, message) not in self._handled]
+        pending = [
+            a
+            for a in self._apps.targets(event.tenant_id)
+            if (a.app_id, message) not in self._handled and (a.app_id, message) not in self._under_way
+        ]
+        claimed = [(a.app_id, message) for a in pending]
+        self._under_way.update(claimed)  # a second record of the message read meanwhile is passed over
+        try:
+            return await self._submit_all(event, headers, submit, pending)
+        finally:
+            self._under_way.difference_update(claimed)
+
+    async def _submit_all(
+        self,
+        event: SmsInbound,
+        headers: Headers,
+        submit: Callable[[App, SmsInbound, Headers], Awaitable[None]],
+        pending: list[App],
+    ) -> bool:
+        """Submit to ``pending`` until every job is taken (False when stopping first)."""
+        message = event.message_id
         while pending:
             outcomes = await asyncio.gather(
                 *(submit(app, event, headers) for app in pending), return_exceptions=True
